@@ -1,0 +1,62 @@
+"""The ``l2s`` command line.
+
+Each area of the library contributes its sub-commands through a ``register(subparsers)`` function
+(``l2s_lib.merge.cli``, ``l2s_lib.eval.cli``, ``l2s_lib.organisms.cli``, ``l2s_lib.studies.cli``), so this
+module only assembles them. Sub-command handlers return an exit code; errors that are the user's
+(bad config, unknown method, missing file) are raised as ``L2SError`` and printed without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from l2s_lib.errors import L2SError
+
+# Modules that provide ``register(subparsers)``. Missing ones are skipped so that a partial
+# install (no eval extra, say) still gives the commands it can.
+_AREAS = (
+    "l2s_lib.merge.cli",
+    "l2s_lib.eval.cli",
+    "l2s_lib.organisms.cli",
+    "l2s_lib.studies.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="l2s",
+        description="Long-to-short reasoning by model merging (Wu et al. 2025): merge, evaluate, study.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for area in _AREAS:
+        try:
+            module = importlib.import_module(area)
+        except ModuleNotFoundError as exc:
+            # Only skip areas that are genuinely absent, not areas with a broken import inside.
+            if exc.name == area:
+                continue
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.handler(args) or 0)
+    except L2SError as exc:
+        print(f"l2s {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"l2s {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""Shared fixtures: tiny Qwen2 checkpoints built once per session, and output isolation."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_outputs(tmp_path, monkeypatch):
+    """Every test writes results, figures and caches under its own temporary folder."""
+    monkeypatch.setenv("L2S_OUTPUT_ROOT", str(tmp_path / "out"))
+
+
+@pytest.fixture(scope="session")
+def tiny_pair(tmp_path_factory):
+    """(System 1, System 2) tiny Qwen2 checkpoints in fp32: S2 = S1 + a seeded perturbation."""
+    from l2s_lib import tiny
+
+    return tiny.make_pair(tmp_path_factory.mktemp("tiny_pair"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_pair_bf16(tmp_path_factory):
+    """The same kind of pair stored in bf16, as real checkpoints are."""
+    import torch
+
+    from l2s_lib import tiny
+
+    return tiny.make_pair(tmp_path_factory.mktemp("tiny_pair_bf16"), seed=1, dtype=torch.bfloat16)
