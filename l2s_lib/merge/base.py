@@ -28,7 +28,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Protocol
 
 import torch
 
@@ -157,7 +158,7 @@ class MergeMethod:
     #: True when ``prepare`` does whole-model work (needs calibration data, a global statistic ...).
     has_prepass: ClassVar[bool] = False
 
-    def prepare(self, job: Any, ctx: MergeContext) -> None:  # noqa: D401 - optional hook
+    def prepare(self, job: "MergeJob", ctx: MergeContext) -> None:  # noqa: D401 - optional hook
         """Optional whole-model pre-pass that fills ``ctx.state``. Default: nothing to do."""
 
     def merge_tensor(
@@ -214,3 +215,34 @@ def get_method(name: str) -> type[MergeMethod]:
 
 def available_methods() -> list[str]:
     return sorted(_REGISTRY)
+
+
+# ---------------------------------------------------------------------------------------------------
+# What a pre-pass may read
+# ---------------------------------------------------------------------------------------------------
+
+
+class TensorSource(Protocol):
+    """One input checkpoint, read lazily (implemented by ``l2s_lib.checkpoints``)."""
+
+    path: Path  # local folder with config.json and safetensors
+    config: dict[str, Any]  # the parsed config.json
+
+    def tensor_names(self) -> list[str]: ...
+
+    def get_tensor(self, name: str) -> torch.Tensor: ...  # loads one tensor (as stored) on CPU
+
+
+class MergeJob(Protocol):
+    """What ``MergeMethod.prepare`` receives from the driver.
+
+    ``base`` is the base model (System 1 in the paper) or None; ``models`` are the models to merge, in
+    config order (System 2 in the paper); ``names`` is the ordered list of tensor names the stream will
+    visit; ``ctx`` is the same context the kernels will see. Pre-passes that need whole models (AIM,
+    Sens) load them from ``source.path`` with transformers, one at a time, and free them afterwards.
+    """
+
+    base: TensorSource | None
+    models: list[TensorSource]
+    names: list[str]
+    ctx: MergeContext
