@@ -1,0 +1,89 @@
+"""The paper's reported numbers (Wu et al. 2025, arXiv 2503.20641, Tables 1-7) as tidy tables.
+
+The CSV files in ``data/paper/`` are transcribed from the paper; this module only reads them and gives the
+methods and benchmarks the canonical names used everywhere else in the compendium, so that our results
+and the paper's can be drawn side by side.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from l2s_lib import paths
+
+CITATION = "Wu et al. (2025), Unlocking Efficient Long-to-Short LLM Reasoning with Model Merging, arXiv:2503.20641"
+
+#: The paper's method labels -> the registry names of this library (None: not a merge method).
+METHOD_KEYS = {
+    "Average Merging": "average",
+    "Task Arithmetic": "task_arithmetic",
+    "Ties-Merging": "ties",
+    "DARE": "dare_linear",
+    "DARE-TA": "dare_task_arithmetic",
+    "DARE-Ties": "dare_ties",
+    "LoRE-Merging": "lore",
+    "Twin-Merging": "twin",
+    "AIM-Ties": "aim",
+    "Sens-Merging": "sens",
+    "DPO": "dpo",
+}
+
+#: The paper's benchmark labels -> the benchmark names of ``l2s_lib.eval``.
+BENCHMARK_KEYS = {
+    "GSM8K": "gsm8k",
+    "MATH500": "math500",
+    "Minerva Math": "minerva_math",
+    "OlympiadBench": "olympiadbench",
+    "College Math": "college_math",
+    "AIME24": "aime24",
+}
+
+#: Scale label -> the file stem of its per-benchmark table.
+SCALE_TABLES = {"1.5B": "table2_1p5b", "7B": "table1_7b", "14B": "table3_14b", "32B": "table4_32b"}
+
+
+def read_table(stem: str) -> pd.DataFrame:
+    """One of the paper's CSV tables by file stem (``table1_7b``, ``table6_reflection_7b`` ...)."""
+    path = paths.PAPER / f"{stem}.csv"
+    if not path.is_file():
+        available = ", ".join(sorted(p.stem for p in paths.PAPER.glob("*.csv")))
+        raise FileNotFoundError(f"no paper table '{stem}' in {paths.relative_to_root(paths.PAPER)}; available: {available}")
+    return pd.read_csv(path)
+
+
+def role_of(method: str) -> str:
+    """'system1', 'system2', 'dpo' or 'merge' for one of the paper's row labels."""
+    if method.startswith(("Qwen2.5", "Qwen ")) and "+" not in method:
+        return "system1"
+    if method.startswith(("DeepSeek-R1", "QwQ")):
+        return "system2"
+    if method == "DPO":
+        return "dpo"
+    return "merge"
+
+
+def per_benchmark(scale: str = "7B") -> pd.DataFrame:
+    """The paper's per-benchmark table at one scale, with ``scale``, ``role``, ``method_key``, ``benchmark_key``."""
+    if scale not in SCALE_TABLES:
+        raise ValueError(f"unknown scale '{scale}'; the paper has {', '.join(SCALE_TABLES)}")
+    df = read_table(SCALE_TABLES[scale])
+    df.insert(0, "scale", scale)
+    df["role"] = df["method"].map(role_of)
+    df["method_key"] = df["method"].map(lambda m: METHOD_KEYS.get(m, role_of(m)))
+    df["benchmark_key"] = df["benchmark"].map(BENCHMARK_KEYS)
+    return df
+
+
+def all_scales() -> pd.DataFrame:
+    """Tables 1-4 stacked (columns absent at a scale are NaN)."""
+    return pd.concat([per_benchmark(s) for s in SCALE_TABLES], ignore_index=True)
+
+
+def hyperparameters() -> pd.DataFrame:
+    """Table 7, one row per (method, scale, parameter) with numeric values."""
+    rows = []
+    for rec in read_table("table7_hyperparameters").itertuples(index=False):
+        for item in rec.hyperparameters.split(";"):
+            key, value = item.split("=")
+            rows.append({"method": rec.method, "scale": rec.scale, "param": key.strip(), "value": float(value)})
+    return pd.DataFrame(rows)

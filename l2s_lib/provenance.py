@@ -1,0 +1,51 @@
+"""Who made a result: git commit, library versions, machine. Written beside every merge and result file."""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import platform
+import subprocess
+
+from l2s_lib import paths
+
+_PACKAGES = ("l2s-lib", "torch", "transformers", "safetensors", "tokenizers", "math-verify", "datasets", "vllm", "mergekit")
+
+
+@functools.lru_cache(maxsize=1)
+def git_sha() -> str | None:
+    """The repository's HEAD commit (with ``-dirty`` when the tree has uncommitted changes), or None."""
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(paths.ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True, text=True, timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def versions() -> dict[str, str]:
+    """Installed versions of the packages that can change a result (absent ones are left out)."""
+    out = {"python": platform.python_version()}
+    for name in _PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def environment_info() -> dict:
+    """git SHA, package versions and the machine, as a JSON-serialisable dict."""
+    import torch
+
+    return {
+        "git_sha": git_sha(),
+        "versions": versions(),
+        "machine": platform.machine(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }

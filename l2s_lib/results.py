@@ -1,0 +1,67 @@
+"""Result files: every table a study computes is written here once and read back for figures.
+
+Layout: ``data/results/<study>/<config>/<name>.csv`` (a tidy table) with ``<name>.json`` beside it (the
+resolved parameters, seed, git SHA, package versions). Figures are drawn from these files only, so every
+figure regenerates without re-running merges or generation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from l2s_lib import paths
+from l2s_lib.provenance import environment_info
+
+FLOAT_FORMAT = "%.6g"  # enough for accuracies and lengths, stable across platforms
+
+
+def result_dir(study: str, config: str = "default") -> Path:
+    """``data/results/<study>/<config>`` under the output root (created)."""
+    d = paths.results_dir() / study / config
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write(df: pd.DataFrame, study: str, name: str, config: str = "default", params: dict[str, Any] | None = None) -> Path:
+    """Write ``df`` as ``<name>.csv`` with a provenance sidecar; returns the CSV path. Atomic."""
+    d = result_dir(study, config)
+    csv = d / f"{name}.csv"
+    _atomic_write_text(csv, df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
+    meta = {"study": study, "config": config, "name": name, "params": params or {}, "rows": len(df)}
+    # Only content that is stable run to run goes into committed sidecars: commit and versions, no timestamps.
+    meta |= environment_info()
+    _atomic_write_text(d / f"{name}.json", json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    return csv
+
+
+def read(study: str, name: str, config: str = "default") -> pd.DataFrame:
+    """Read a result table written by ``write`` (``FileNotFoundError`` says which run produces it)."""
+    csv = paths.results_dir() / study / config / f"{name}.csv"
+    if not csv.is_file():
+        raise FileNotFoundError(
+            f"no result '{name}' for study '{study}' (config '{config}'): run notebook {study} first "
+            f"(expected {paths.relative_to_root(csv)})"
+        )
+    return pd.read_csv(csv)
+
+
+def read_params(study: str, name: str, config: str = "default") -> dict[str, Any]:
+    """The provenance sidecar of a result table."""
+    return json.loads((paths.results_dir() / study / config / f"{name}.json").read_text())
