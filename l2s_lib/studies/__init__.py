@@ -1,0 +1,1 @@
+"""What the study notebooks call: parameter files, papermill runs, merge-and-evaluate grids."""

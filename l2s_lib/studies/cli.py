@@ -1,0 +1,48 @@
+"""``l2s run NOTEBOOK [CONFIG]``: papermill with ``notebooks/params/<study>/<config>.yaml``."""
+
+from __future__ import annotations
+
+import argparse
+
+import yaml
+
+from l2s_lib.errors import ConfigError
+from l2s_lib.studies import notebooks
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must be NAME=VALUE (VALUE in YAML syntax)")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.list:
+        for study in notebooks.list_studies():
+            print(f"{study}: {', '.join(notebooks.list_configs(study))}")
+        return 0
+    if not args.notebook:
+        raise ConfigError("name a study notebook (l2s run --list shows them)")
+    overrides = dict(_parse_override(o) for o in args.param)
+    study = notebooks.resolve_study(args.notebook)
+    # Validate the overrides against the notebook before starting a kernel.
+    defaults = notebooks.notebook_parameters(study)
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)} not parameters of {study}; allowed: {', '.join(defaults)}")
+    out = notebooks.run(study, args.config, overrides=overrides, output_dir=args.output)
+    print(f"executed {study} [{args.config}] -> {out}")
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("run", help="run a study notebook with papermill (paper-scale parameter files)",
+                       description="Execute notebooks/NOTEBOOK.ipynb with notebooks/params/NOTEBOOK/CONFIG.yaml; the "
+                                   "executed copy goes to data/results/NOTEBOOK/CONFIG/.")
+    p.add_argument("notebook", nargs="?", help="study, e.g. 01_merge_methods or 01")
+    p.add_argument("config", nargs="?", default=notebooks.DEFAULT_CONFIG, help="parameter file name (default: the notebook's defaults)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="override one parameter")
+    p.add_argument("--output", help="folder for the executed notebook (default data/results/NOTEBOOK/CONFIG)")
+    p.add_argument("--list", action="store_true", help="list studies and their configs")
+    p.set_defaults(handler=_run)

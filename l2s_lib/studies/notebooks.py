@@ -1,0 +1,124 @@
+"""Study notebooks and their papermill parameter files.
+
+Each study is a numbered notebook ``notebooks/NN_name.ipynb`` with exactly one cell tagged ``parameters``
+(literals only). Paper-scale settings live in ``notebooks/params/<study>/<config>.yaml``; every key there
+must be a parameter of the notebook with the same type, which ``load_params`` checks before anything runs.
+Runs write an executed copy to ``data/results/<study>/<config>/<study>.ipynb`` and never touch the source.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from l2s_lib import paths
+from l2s_lib.errors import ConfigError
+
+DEFAULT_CONFIG = "default"
+
+
+def list_studies() -> list[str]:
+    """Names of the study notebooks, in order (``01_merge_methods`` ...)."""
+    return sorted(p.stem for p in paths.NOTEBOOKS.glob("[0-9][0-9]_*.ipynb"))
+
+
+def resolve_study(name: str) -> str:
+    """Accept ``01_merge_methods``, ``01`` or ``merge_methods``; ``ConfigError`` listing the studies otherwise."""
+    studies = list_studies()
+    stem = Path(name).stem
+    for s in studies:
+        if stem in (s, s[:2], s[3:]):
+            return s
+    raise ConfigError(f"unknown study '{name}'; available: {', '.join(studies) or 'none'}")
+
+
+def notebook_path(study: str) -> Path:
+    return paths.NOTEBOOKS / f"{resolve_study(study)}.ipynb"
+
+
+def list_configs(study: str) -> list[str]:
+    """The configs of a study: ``default`` plus one per parameter file."""
+    study = resolve_study(study)
+    return [DEFAULT_CONFIG] + sorted(p.stem for p in (paths.PARAMS / study).glob("*.yaml"))
+
+
+def notebook_parameters(study: str) -> dict[str, Any]:
+    """The notebook's ``parameters`` cell as {name: default value} (evaluated literals)."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(notebook_path(study), as_version=4)
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ConfigError(f"notebook {study} must have exactly one cell tagged 'parameters' (found {len(cells)})")
+    out: dict[str, Any] = {}
+    for node in ast.parse(cells[0].source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name)):
+            raise ConfigError(f"notebook {study}: the parameters cell may only hold 'NAME = literal' lines")
+        try:
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError as exc:
+            raise ConfigError(f"notebook {study}: parameter {node.targets[0].id} is not a literal") from exc
+    return out
+
+
+def _same_type(value: Any, default: Any) -> bool:
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))  # YAML writes 1.0 as 1 too easily
+    if default is None:
+        return True
+    return isinstance(value, type(default))
+
+
+def load_params(study: str, config: str = DEFAULT_CONFIG) -> dict[str, Any]:
+    """Parameters for ``(study, config)``, validated against the notebook's parameters cell.
+
+    ``default`` is the notebook's own defaults (an empty override). Unknown keys and wrong types are
+    errors that list the notebook's parameters.
+    """
+    study = resolve_study(study)
+    defaults = notebook_parameters(study)
+    if config == DEFAULT_CONFIG:
+        return {}
+    path = paths.PARAMS / study / f"{config}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"no parameter file {paths.relative_to_root(path)}; configs of {study}: {', '.join(list_configs(study))}")
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"cannot read {paths.relative_to_root(path)}: {exc}") from exc
+    if not isinstance(params, dict):
+        raise ConfigError(f"{paths.relative_to_root(path)} must be a mapping of parameter names to values")
+    for key, value in params.items():
+        if key not in defaults:
+            raise ConfigError(f"{paths.relative_to_root(path)}: '{key}' is not a parameter of {study}; allowed: {', '.join(defaults)}")
+        if not _same_type(value, defaults[key]):
+            raise ConfigError(
+                f"{paths.relative_to_root(path)}: '{key}' must be {type(defaults[key]).__name__} like the notebook's "
+                f"default {defaults[key]!r}, got {value!r}"
+            )
+    return params
+
+
+def run(study: str, config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None,
+        output_dir: str | Path | None = None, progress: bool = True) -> Path:
+    """Execute a study with papermill into ``data/results/<study>/<config>/<study>.ipynb``; returns that path."""
+    import papermill
+
+    study = resolve_study(study)
+    params = load_params(study, config) | dict(overrides or {})
+    if "CONFIG" in notebook_parameters(study):
+        params["CONFIG"] = config
+    out_dir = Path(output_dir) if output_dir else paths.results_dir() / study / config
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / f"{study}.ipynb"
+    papermill.execute_notebook(
+        str(notebook_path(study)), str(out), parameters=params, kernel_name="python3",
+        cwd=str(paths.NOTEBOOKS), progress_bar=progress,
+    )
+    return out
