@@ -1,0 +1,83 @@
+"""Append-only, per-sample generation caches that make evaluations resumable.
+
+One cache file holds the generations of one (model fingerprint, benchmark, prompt template, decoding
+parameters, backend) combination: ``<cache_dir>/generations/<benchmark>__<key digest>.jsonl``, one JSON
+line per problem, appended and flushed as soon as the response exists, beside a ``.key.json`` that spells
+out the key. An interrupted run leaves every finished sample on disk (a half-written last line is
+dropped on the next open), and the next run generates only what is missing. Each line also stores a
+hash of the exact prompt text, so an edited question or template is generated again rather than served
+stale. Grades are not stored: they are recomputed from the text on every read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from l2s_lib.fingerprint import data_fingerprint
+
+
+def text_sha(text: str, length: int = 16) -> str:
+    """Short sha256 of a text (used to tie a cached response to its exact prompt)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
+
+
+class GenerationCache:
+    """The cache file of one key; ``load()`` the finished samples, ``append()`` new ones."""
+
+    def __init__(self, root: str | os.PathLike, benchmark: str, key: dict):
+        self.key = dict(key)
+        self.digest = data_fingerprint(self.key)
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in benchmark)
+        folder = Path(root) / "generations"
+        self.path = folder / f"{safe}__{self.digest}.jsonl"
+        self.key_path = folder / f"{safe}__{self.digest}.key.json"
+
+    def _repair(self) -> None:
+        """Drop a half-written last line (a run killed mid-write) so appends start on a fresh line."""
+        if not self.path.exists():
+            return
+        with self.path.open("rb+") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            if size == 0:
+                return
+            f.seek(size - 1)
+            if f.read(1) == b"\n":
+                return
+            f.seek(0)
+            data = f.read()
+            f.truncate(data.rfind(b"\n") + 1)
+
+    def load(self) -> dict[str, dict]:
+        """Finished samples by ``str(idx)`` (the first line of an id wins)."""
+        self._repair()
+        out: dict[str, dict] = {}
+        if not self.path.exists():
+            return out
+        with self.path.open(encoding="utf-8") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a corrupt line is generated again rather than trusted
+                out.setdefault(str(rec["idx"]), rec)
+        return out
+
+    def append(self, record: dict) -> None:
+        """Append one sample and flush it to the operating system at once."""
+        if not self.path.exists():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.key_path.write_text(json.dumps(self.key, indent=2, sort_keys=True, default=str) + "\n")
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+            f.flush()
+
+    def clear(self) -> None:
+        """Delete this key's cache file."""
+        for p in (self.path, self.key_path):
+            p.unlink(missing_ok=True)

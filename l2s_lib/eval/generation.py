@@ -1,0 +1,324 @@
+"""Generation backends: transformers (default) and vLLM behind one interface.
+
+A backend turns a list of prompt texts into ``Generation`` records and yields them batch by batch, so a
+caller can store each one as soon as it exists (the resumable cache relies on that).
+
+What is counted (the same for both backends):
+
+- ``n_tokens``: tokens the model generated for the response, **excluding** the end-of-sequence token
+  that stopped it (EOS is a control token, not part of the answer; vLLM's ``token_ids`` include it and
+  are trimmed to match). When generation stops on a stop string, its tokens are counted. A response cut
+  by the length cap has ``n_tokens == max_new_tokens``.
+- ``n_tokens_retok``: the paper's count: the decoded text (special tokens skipped) encoded again with the
+  same tokenizer, without special tokens. It differs from ``n_tokens`` where BPE merges differ.
+- ``finish_reason``: ``"eos"`` (an EOS id of the tokenizer or of the generation config), ``"stop"`` (a
+  stop string of the prompt; the text is cut before it) or ``"length"`` (the ``max_new_tokens`` cap).
+
+The transformers backend pads on the left with an attention mask (positions are derived from the mask
+by ``generate``), sorts prompts by length so that each batch wastes little padding, decodes with the KV
+cache, greedily unless a temperature is given. Under greedy decoding in float32 a batched run produces
+the same tokens as one prompt at a time (tested); in bf16 the padding changes rounding and may flip a
+near-tie.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from l2s_lib.errors import CheckpointError, ConfigError
+
+FINISH_REASONS = ("eos", "stop", "length")
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",
+          "float16": "float16", "fp16": "float16", "half": "float16"}
+
+
+@dataclass(frozen=True)
+class DecodingParams:
+    """Decoding parameters: greedy when ``temperature == 0`` (the paper's protocol)."""
+
+    max_new_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int = 0
+    stop: tuple[str, ...] = field(default=())
+
+    def __post_init__(self):
+        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be a positive integer, got {self.max_new_tokens!r}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        object.__setattr__(self, "stop", tuple(self.stop))
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One response: its text, its length in tokens (two counts, see the module docstring), why it stopped."""
+
+    text: str
+    n_tokens: int
+    n_tokens_retok: int
+    finish_reason: str
+
+
+def resolve_dtype(dtype: str | None, device: str) -> str:
+    """A canonical dtype name; ``"auto"``/None is float32 on CPU and bfloat16 on CUDA."""
+    if dtype in (None, "auto"):
+        return "bfloat16" if str(device).startswith("cuda") else "float32"
+    name = str(dtype).replace("torch.", "")
+    if name not in DTYPES:
+        raise ConfigError(f"unknown dtype {dtype!r}; allowed: auto, {', '.join(sorted(set(DTYPES.values())))}")
+    return DTYPES[name]
+
+
+def _prompt_ids(tokenizer, prompt: str) -> list[int]:
+    # A chat template usually writes the BOS token itself (R1-Distill does); adding it again would
+    # give the model two, so special tokens are added only when the text does not start with BOS.
+    bos = getattr(tokenizer, "bos_token", None)
+    add = not (bos and prompt.startswith(bos))
+    return tokenizer(prompt, add_special_tokens=add)["input_ids"]
+
+
+def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
+    """The union of the tokenizer's EOS id and the generation config's EOS ids (Qwen lists two)."""
+    ids: list[int] = []
+    for source in (getattr(tokenizer, "eos_token_id", None),
+                   getattr(generation_config, "eos_token_id", None) if generation_config is not None else None):
+        if source is None:
+            continue
+        for i in source if isinstance(source, (list, tuple)) else [source]:
+            if i is not None and int(i) not in ids:
+                ids.append(int(i))
+    if not ids:
+        raise CheckpointError("the tokenizer and generation config name no EOS token: generation could not stop")
+    return ids
+
+
+def finish(tokenizer, ids: Sequence[int], eos_ids: Sequence[int], stop: Sequence[str], max_new_tokens: int,
+           pad_id: int | None = None) -> Generation:
+    """Turn the generated ids of one sequence into a ``Generation`` (cut at EOS or a stop string)."""
+    ids = list(ids)
+    eos = set(eos_ids)
+    cut = next((i for i, t in enumerate(ids) if t in eos), None)
+    if cut is not None:
+        content, reason = ids[:cut], "eos"
+    else:
+        content, reason = ids, "length"
+        if stop and pad_id is not None:
+            # Ended by a stop string while the rest of its batch went on: padded since.
+            while content and content[-1] == pad_id:
+                content = content[:-1]
+    text = tokenizer.decode(content, skip_special_tokens=True)
+    hits = [text.find(s) for s in stop if s in text]
+    if hits:
+        text, reason = text[: min(hits)], "stop"
+    retok = len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+    return Generation(text=text, n_tokens=len(content), n_tokens_retok=retok, finish_reason=reason)
+
+
+class Backend(ABC):
+    """A generation backend: loads a model lazily, yields ``(index, Generation)`` batch by batch."""
+
+    name: str = "?"
+
+    def __init__(self, model: str | os.PathLike, *, device: str = "cpu", dtype: str | None = "auto",
+                 batch_size: int = 8, trust_remote_code: bool = False):
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        self.model_id = str(model)
+        self.device = device
+        self.dtype = resolve_dtype(dtype, device)
+        self.batch_size = batch_size
+        self.trust_remote_code = trust_remote_code
+        self._tokenizer = None
+
+    @property
+    def tokenizer(self):
+        """The model's tokenizer (loaded on first use, without loading the weights)."""
+        if self._tokenizer is None:
+            from transformers import AutoTokenizer
+
+            try:
+                self._tokenizer = AutoTokenizer.from_pretrained(self.model_id, trust_remote_code=self.trust_remote_code)
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"cannot load the tokenizer of {self.model_id!r}: {exc}") from exc
+            self._tokenizer.padding_side = "left"
+        return self._tokenizer
+
+    def identity(self) -> dict:
+        """What of the backend can change the generated text (part of the cache key)."""
+        return {"backend": self.name, "dtype": self.dtype}
+
+    @abstractmethod
+    def generate(self, prompts: Sequence[str], params: DecodingParams, progress: bool = True,
+                 desc: str = "generate") -> Iterator[tuple[int, Generation]]:
+        """Yield ``(i, generation)`` for every prompt ``i``, a batch at a time, in any order."""
+
+
+class HFBackend(Backend):
+    """transformers ``generate``: batched, length-sorted, left-padded, KV cache, on CPU or CUDA."""
+
+    name = "hf"
+
+    def __init__(self, model, **kw):
+        super().__init__(model, **kw)
+        self._model = None
+
+    @property
+    def model(self):
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            if self.device.startswith("cuda") and not torch.cuda.is_available():
+                raise ConfigError(f"device {self.device!r} asked for, but torch sees no CUDA device")
+            try:
+                model = AutoModelForCausalLM.from_pretrained(
+                    self.model_id, dtype=getattr(torch, self.dtype), trust_remote_code=self.trust_remote_code
+                )
+            except (OSError, ValueError) as exc:
+                raise CheckpointError(f"cannot load the model {self.model_id!r}: {exc}") from exc
+            self._model = model.to(self.device).eval()
+        return self._model
+
+    def generate(self, prompts, params, progress=True, desc="generate"):
+        import torch
+        from tqdm.auto import tqdm
+        from transformers import GenerationConfig
+
+        tok, model = self.tokenizer, self.model
+        eos_ids = eos_token_ids(tok, model.generation_config)
+        pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
+        encoded = [_prompt_ids(tok, p) for p in prompts]
+        # Longest first: similar lengths share a batch, and an out-of-memory batch shows up at once.
+        order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
+        # A fresh config (not the checkpoint's, which may carry sampling defaults or penalties), as the
+        # toolkit passes only these parameters to vLLM.
+        gen_cfg = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=not params.greedy,
+            temperature=params.temperature if not params.greedy else None,
+            top_p=params.top_p if not params.greedy else None,
+            top_k=None,
+            eos_token_id=eos_ids,
+            pad_token_id=pad_id,
+            stop_strings=list(params.stop) or None,
+        )
+        torch.manual_seed(params.seed)
+        bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="sample")
+        try:
+            for start in range(0, len(order), self.batch_size):
+                idx = order[start : start + self.batch_size]
+                width = max(len(encoded[i]) for i in idx)
+                input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    n = len(encoded[i])
+                    input_ids[row, width - n :] = torch.tensor(encoded[i])
+                    mask[row, width - n :] = 1
+                with torch.inference_mode():
+                    out = model.generate(
+                        input_ids=input_ids.to(model.device),
+                        attention_mask=mask.to(model.device),
+                        generation_config=gen_cfg,
+                        tokenizer=tok if params.stop else None,
+                    )
+                new = out[:, width:].tolist()
+                for row, i in enumerate(idx):
+                    yield i, finish(tok, new[row], eos_ids, params.stop, params.max_new_tokens, pad_id)
+                bar.update(len(idx))
+        finally:
+            bar.close()
+
+
+class VLLMBackend(Backend):
+    """vLLM: continuous batching on GPUs, ``tensor_parallel_size`` GPUs per model (optional extra)."""
+
+    name = "vllm"
+
+    def __init__(self, model, *, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.9,
+                 max_model_len: int | None = None, chunk_size: int = 512, **kw):
+        try:
+            import vllm  # noqa: F401
+        except ImportError as exc:
+            raise ConfigError("backend 'vllm' needs vLLM: pip install 'l2s-lib[vllm]' (GPU machines)") from exc
+        kw.setdefault("device", "cuda")
+        super().__init__(model, **kw)
+        self.tensor_parallel_size = tensor_parallel_size
+        self.gpu_memory_utilization = gpu_memory_utilization
+        self.max_model_len = max_model_len
+        self.chunk_size = chunk_size  # prompts per vLLM call: results reach the cache chunk by chunk
+        self._llm = None
+
+    @property
+    def llm(self):
+        if self._llm is None:
+            from vllm import LLM
+
+            self._llm = LLM(model=self.model_id, tokenizer=self.model_id, dtype=self.dtype,
+                            tensor_parallel_size=self.tensor_parallel_size,
+                            gpu_memory_utilization=self.gpu_memory_utilization, max_model_len=self.max_model_len,
+                            trust_remote_code=self.trust_remote_code, seed=0)
+        return self._llm
+
+    def generate(self, prompts, params, progress=True, desc="generate"):
+        from tqdm.auto import tqdm
+        from transformers import GenerationConfig
+        from vllm import SamplingParams
+
+        tok = self.tokenizer
+        try:
+            gen_config = GenerationConfig.from_pretrained(self.model_id)
+        except OSError:
+            gen_config = None
+        eos_ids = eos_token_ids(tok, gen_config)
+        sampling = SamplingParams(
+            temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
+            stop=list(params.stop) or None, stop_token_ids=eos_ids, seed=params.seed, skip_special_tokens=True,
+        )
+        bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="sample")
+        try:
+            for start in range(0, len(prompts), self.chunk_size):
+                chunk = list(range(start, min(start + self.chunk_size, len(prompts))))
+                requests = [{"prompt_token_ids": _prompt_ids(tok, prompts[i])} for i in chunk]
+                outputs = self.llm.generate(requests, sampling, use_tqdm=False)
+                for i, out in zip(chunk, outputs):
+                    o = out.outputs[0]
+                    ids = list(o.token_ids)
+                    if o.finish_reason == "length":
+                        reason = "length"
+                    elif isinstance(o.stop_reason, str):
+                        reason = "stop"
+                    else:
+                        reason = "eos"
+                    if ids and ids[-1] in eos_ids:
+                        ids = ids[:-1]
+                    text = o.text
+                    retok = len(tok(text, add_special_tokens=False)["input_ids"]) if text else 0
+                    yield i, Generation(text=text, n_tokens=len(ids), n_tokens_retok=retok, finish_reason=reason)
+                bar.update(len(chunk))
+        finally:
+            bar.close()
+
+
+BACKENDS = {"hf": HFBackend, "vllm": VLLMBackend}
+
+
+def make_backend(name: str, model: str | os.PathLike | Path, **kw) -> Backend:
+    """A backend by name (``"hf"`` or ``"vllm"``); keyword arguments go to its constructor."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; allowed: {', '.join(BACKENDS)}")
+    return BACKENDS[name](model, **kw)
+

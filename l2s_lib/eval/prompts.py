@@ -1,0 +1,152 @@
+"""Prompt templates: a registry of functions that turn a question into the full text fed to a model.
+
+A builder is ``builder(question: str, tokenizer) -> str``; the tokenizer is the evaluated model's, so
+chat templates are the model's own. Built-ins:
+
+- ``qwen25-math-cot``: the Qwen2.5-Math toolkit's zero-shot prompt used by the paper for System 2 and the
+  merges: system message "Please reason step by step, and put your final answer within \\boxed{}.", the
+  question as the user turn, through the model's chat template (the toolkit's literal ChatML text when
+  the tokenizer has no template).
+- ``cot``: few-shot chain of thought for System 1 base models (worked examples written for this project),
+  ``Question: ... / Answer: ...`` with answers ending "The answer is $X$."; it stops at the next
+  ``Question:`` so a base model does not go on to invent more problems.
+- ``chat``: the model's own chat template with the instruction in the user turn and no system message,
+  as DeepSeek recommends for the R1-Distill models.
+
+A prompt may carry *stop strings* (``register_prompt(..., stop=...)``): generation ends when one
+appears and the text is cut before it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from l2s_lib.errors import ConfigError
+
+BOXED_INSTRUCTION = "Please reason step by step, and put your final answer within \\boxed{}."
+
+PromptBuilder = Callable[[str, object], str]
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    """A registered prompt: its name, its builder, and stop strings that end generation."""
+
+    name: str
+    builder: PromptBuilder
+    stop: tuple[str, ...] = ()
+
+    def build(self, question: str, tokenizer) -> str:
+        return self.builder(question, tokenizer)
+
+
+_PROMPTS: dict[str, PromptTemplate] = {}
+_EXTERNAL_LOADED = False
+# Modules that register further prompts (the organism prompt); imported on the first lookup.
+_EXTERNAL_MODULES = ("l2s_lib.organisms.benchmarks", "l2s_lib.organisms.prompts")
+
+
+def register_prompt(name: str, builder: PromptBuilder, *, stop: Sequence[str] = ()) -> PromptTemplate:
+    """Register (or replace) the prompt ``name``; ``builder(question, tokenizer)`` returns the model input."""
+    if not callable(builder):
+        raise ConfigError(f"prompt {name!r}: builder must be callable(question, tokenizer) -> str")
+    template = PromptTemplate(name=name, builder=builder, stop=tuple(stop))
+    _PROMPTS[name] = template
+    return template
+
+
+def _load_external() -> None:
+    global _EXTERNAL_LOADED
+    if _EXTERNAL_LOADED:
+        return
+    _EXTERNAL_LOADED = True
+    import importlib
+
+    for module in _EXTERNAL_MODULES:
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name is None or not module.startswith(exc.name):
+                raise
+
+
+def list_prompts() -> list[str]:
+    """Names of all registered prompts."""
+    _load_external()
+    return sorted(_PROMPTS)
+
+
+def get_prompt(name: str | PromptTemplate) -> PromptTemplate:
+    """The registered prompt ``name``; ``ConfigError`` listing the known ones if unknown."""
+    if isinstance(name, PromptTemplate):
+        return name
+    if name not in _PROMPTS:
+        _load_external()
+    try:
+        return _PROMPTS[name]
+    except KeyError:
+        raise ConfigError(f"unknown prompt {name!r}; registered: {', '.join(list_prompts())}") from None
+
+
+def build_prompt(name: str | PromptTemplate, question: str, tokenizer) -> str:
+    """The full model input for ``question`` under prompt ``name``."""
+    return get_prompt(name).build(question, tokenizer)
+
+
+def apply_chat(messages: list[dict], tokenizer) -> str:
+    """``messages`` through the tokenizer's chat template, ending with the assistant's turn opened.
+
+    Falls back to ChatML (the Qwen format the toolkit writes literally) when the tokenizer has no template.
+    """
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return text + "<|im_start|>assistant\n"
+
+
+def qwen25_math_cot(question: str, tokenizer) -> str:
+    """Zero-shot Qwen2.5-Math prompt: the boxed-answer instruction as system message, the question as user."""
+    return apply_chat(
+        [{"role": "system", "content": BOXED_INSTRUCTION}, {"role": "user", "content": question}], tokenizer
+    )
+
+
+def chat(question: str, tokenizer) -> str:
+    """The model's own chat template, no system message, instruction appended to the question (R1 style)."""
+    return apply_chat([{"role": "user", "content": f"{question}\n{BOXED_INSTRUCTION}"}], tokenizer)
+
+
+# Worked examples written for this project (not taken from any benchmark or toolkit).
+COT_EXAMPLES: tuple[tuple[str, str], ...] = (
+    (
+        "A baker fills 7 trays with 12 rolls each and sells 50 rolls. How many rolls are left?",
+        "The trays hold 7 * 12 = 84 rolls. After selling 50, 84 - 50 = 34 rolls are left. The answer is $34$.",
+    ),
+    (
+        "What is the value of $x$ if $5x - 8 = 2x + 13$?",
+        "Subtract $2x$ from both sides: $3x - 8 = 13$. Add 8: $3x = 21$. Divide by 3: $x = 7$. "
+        "The answer is $7$.",
+    ),
+    (
+        "Simplify $\\frac{3}{4} + \\frac{5}{6}$.",
+        "The common denominator is 12: $\\frac{9}{12} + \\frac{10}{12} = \\frac{19}{12}$. "
+        "The answer is $\\frac{19}{12}$.",
+    ),
+    (
+        "A rectangle has perimeter 30 and one side of length 6. What is its area?",
+        "Two sides sum to half the perimeter, 15, so the other side is 15 - 6 = 9. The area is 6 * 9 = 54. "
+        "The answer is $54$.",
+    ),
+)
+
+
+def cot(question: str, tokenizer=None) -> str:
+    """Few-shot chain-of-thought prompt for base (System 1) models: worked examples, then the question."""
+    shots = "\n\n\n".join(f"Question: {q}\nAnswer: {a}" for q, a in COT_EXAMPLES)
+    return f"{shots}\n\n\nQuestion: {question}\nAnswer:"
+
+
+register_prompt("qwen25-math-cot", qwen25_math_cot)
+register_prompt("cot", cot, stop=("\nQuestion:",))
+register_prompt("chat", chat)

@@ -1,0 +1,211 @@
+"""Evaluate a model on benchmarks: prompts -> cached, resumable generation -> grades -> records + summary.
+
+``evaluate`` is what the CLI (``l2s eval``), the studies and the notebooks call. Decoding follows the
+paper's protocol by default (greedy, zero-shot ``qwen25-math-cot``, 10,240 new tokens, see DESIGN.md
+section 4); a benchmark may register its own defaults (the organism benchmarks do), and a call may
+override them for all benchmarks (a value) or per benchmark (a mapping benchmark -> value).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from l2s_lib import metrics, paths
+from l2s_lib.errors import CheckpointError, ConfigError
+from l2s_lib.eval.benchmarks import Benchmark, get_benchmark, load_benchmark
+from l2s_lib.eval.cache import GenerationCache, text_sha
+from l2s_lib.eval.generation import Backend, DecodingParams, make_backend
+from l2s_lib.eval.grading import grade
+from l2s_lib.eval.prompts import get_prompt
+
+#: Defaults of the paper's protocol for System 2 and the merges (System 1: prompt "cot", 8192 tokens).
+DEFAULT_PROMPT = "qwen25-math-cot"
+DEFAULT_MAX_NEW_TOKENS = 10240
+
+RECORD_COLUMNS = ["model", "benchmark", "idx", "level", "question", "reference", "response", "extracted",
+                  "correct", "n_tokens", "n_tokens_retok", "finish_reason", "truncated", "reflective",
+                  "keyword_count", "prompt", "max_new_tokens"]
+
+
+@dataclass
+class EvalResult:
+    """Per-sample ``records`` and the ``summary`` table (columns of ``metrics.SUMMARY_COLUMNS``)."""
+
+    records: "pd.DataFrame"  # noqa: F821
+    summary: "pd.DataFrame"  # noqa: F821
+    settings: dict = field(default_factory=dict)
+    out_dir: Path | None = None
+
+    def save(self, out_dir: str | os.PathLike) -> Path:
+        """Write ``samples.jsonl``, ``summary.csv`` and ``settings.json`` to ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        with (out / "samples.jsonl").open("w", encoding="utf-8") as f:
+            for rec in self.records.to_dict(orient="records"):
+                f.write(json.dumps(rec, ensure_ascii=False, default=_jsonable) + "\n")
+        self.summary.to_csv(out / "summary.csv", index=False, float_format="%.4g")
+        (out / "settings.json").write_text(json.dumps(self.settings, indent=2, default=str) + "\n")
+        self.out_dir = out
+        return out
+
+
+def _jsonable(value):
+    # numpy scalars and NaN levels from pandas
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+def resolve_model_dir(model: str | os.PathLike) -> Path:
+    """A local folder for ``model``: the path itself, or the hub snapshot (downloaded when online)."""
+    p = Path(model)
+    if p.is_dir():
+        return p
+    if p.exists() or str(model).startswith((".", "/")) or str(model).count("/") != 1:
+        raise CheckpointError(f"model {str(model)!r} is neither a model folder nor a hub id (owner/name)")
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model), allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
+    except Exception as exc:  # offline without a local copy, unknown repo, no access
+        raise CheckpointError(
+            f"model {str(model)!r}: no local folder and the hub snapshot is unavailable ({type(exc).__name__}: "
+            f"{exc}). Download it first or pass a local path."
+        ) from exc
+
+
+def _per_benchmark(value, name: str):
+    """``value`` itself, or its entry for benchmark ``name`` when it is a mapping (None if absent)."""
+    if isinstance(value, Mapping):
+        return value.get(name)
+    return value
+
+
+def _parse_benchmarks(benchmarks) -> list[Benchmark]:
+    if isinstance(benchmarks, (str, Benchmark)):
+        benchmarks = [benchmarks]
+    items: list = []
+    for b in benchmarks:
+        items.extend([x.strip() for x in b.split(",") if x.strip()] if isinstance(b, str) else [b])
+    if not items:
+        raise ConfigError("no benchmark given")
+    return [get_benchmark(b) for b in items]
+
+
+def evaluate(
+    model: str | os.PathLike,
+    benchmarks: str | Benchmark | Sequence[str | Benchmark],
+    *,
+    prompt: str | Mapping[str, str] | None = None,
+    max_new_tokens: int | Mapping[str, int] | None = None,
+    limit: int | None = None,
+    backend: str | Backend = "hf",
+    device: str = "cpu",
+    dtype: str = "auto",
+    batch_size: int = 8,
+    out_dir: str | os.PathLike | None = None,
+    use_cache: bool = True,
+    seed: int = 0,
+    progress: bool = True,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    keywords: str | Sequence[str] = "paper",
+    model_name: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    tensor_parallel_size: int = 1,
+) -> EvalResult:
+    """Generate, grade and summarise ``model`` on ``benchmarks``.
+
+    ``model``: a local checkpoint folder or a hub id. ``benchmarks``: registered names (a list or a
+    comma-separated string) or ``Benchmark`` objects (``benchmark_from_file``). ``prompt`` and
+    ``max_new_tokens`` override the benchmarks' defaults (a value for all, or a mapping by benchmark).
+    ``backend``: "hf", "vllm", or a ready ``Backend`` (reused across calls; its own device, dtype and batch
+    size apply). ``limit``: the first N problems of each benchmark. ``keywords``: the reflection keyword
+    list of the summary ("paper" or "paper-code"). Generations are cached under ``cache_dir`` (default
+    ``paths.cache_dir()``) unless ``use_cache`` is false; ``out_dir`` receives ``samples.jsonl`` and
+    ``summary.csv``.
+
+    Returns an ``EvalResult`` whose ``records`` hold one row per sample (columns ``RECORD_COLUMNS``).
+    """
+    import pandas as pd
+
+    benches = _parse_benchmarks(benchmarks)
+    if isinstance(backend, Backend):
+        engine = backend
+    else:
+        kw = dict(device=device, dtype=dtype, batch_size=batch_size)
+        if backend == "vllm":
+            kw["tensor_parallel_size"] = tensor_parallel_size
+        engine = make_backend(backend, model, **kw)
+    model_dir = resolve_model_dir(engine.model_id)
+    from l2s_lib.fingerprint import model_fingerprint
+
+    fingerprint = model_fingerprint(model_dir)
+    if model_name is None:
+        model_name = paths.relative_to_root(model) if Path(model).is_dir() else str(model)
+    cache_root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
+
+    all_records: list[dict] = []
+    settings = {"model": model_name, "model_fingerprint": fingerprint, "benchmarks": {}, "limit": limit,
+                **engine.identity(), "keywords": keywords if isinstance(keywords, str) else list(keywords)}
+    for bench in benches:
+        prompt_name = _per_benchmark(prompt, bench.name) or bench.prompt or DEFAULT_PROMPT
+        budget = _per_benchmark(max_new_tokens, bench.name) or bench.max_new_tokens \
+            or DEFAULT_MAX_NEW_TOKENS
+        template = get_prompt(prompt_name)
+        params = DecodingParams(max_new_tokens=int(budget), temperature=temperature, top_p=top_p, seed=seed,
+                                stop=template.stop)
+        problems = load_benchmark(bench, limit=limit)
+        prompts = [template.build(p.question, engine.tokenizer) for p in problems]
+        shas = [text_sha(t) for t in prompts]
+        key = {"model": fingerprint, "benchmark": bench.name, "prompt": template.name,
+               "decoding": params.as_dict(), **engine.identity()}
+        cache = GenerationCache(cache_root, bench.name, key) if use_cache else None
+        done = cache.load() if cache else {}
+        generated: dict[int, dict] = {}
+        todo = []
+        for i, p in enumerate(problems):
+            hit = done.get(str(p.idx))
+            if hit is not None and hit.get("prompt_sha") == shas[i]:
+                generated[i] = hit
+            else:
+                todo.append(i)
+        started = time.perf_counter()
+        if todo:
+            for j, gen in engine.generate([prompts[i] for i in todo], params, progress=progress,
+                                          desc=f"{bench.name}"):
+                i = todo[j]
+                rec = {"idx": problems[i].idx, "prompt_sha": shas[i], "response": gen.text,
+                       "n_tokens": gen.n_tokens, "n_tokens_retok": gen.n_tokens_retok,
+                       "finish_reason": gen.finish_reason}
+                if cache:
+                    cache.append(rec)
+                generated[i] = rec
+        settings["benchmarks"][bench.name] = {
+            "prompt": template.name, "decoding": params.as_dict(), "n": len(problems), "generated": len(todo),
+            "from_cache": len(problems) - len(todo), "seconds": round(time.perf_counter() - started, 3),
+            "cache_file": paths.relative_to_root(cache.path) if cache else None, "grader": bench.grader,
+        }
+        for i, p in enumerate(problems):
+            rec = generated[i]
+            extracted, correct = grade(rec["response"], p.answer, bench.grader)
+            n_kw = metrics.count_keywords(rec["response"], keywords)
+            all_records.append({
+                "model": model_name, "benchmark": bench.name, "idx": p.idx, "level": p.level,
+                "question": p.question, "reference": p.answer, "response": rec["response"],
+                "extracted": extracted, "correct": bool(correct), "n_tokens": int(rec["n_tokens"]),
+                "n_tokens_retok": int(rec["n_tokens_retok"]), "finish_reason": rec["finish_reason"],
+                "truncated": rec["finish_reason"] == "length", "reflective": n_kw > 0, "keyword_count": n_kw,
+                "prompt": template.name, "max_new_tokens": params.max_new_tokens,
+            })
+    records = pd.DataFrame(all_records, columns=RECORD_COLUMNS)
+    summary = metrics.summarize(records, keywords=keywords)
+    result = EvalResult(records=records, summary=summary, settings=settings)
+    if out_dir is not None:
+        result.save(out_dir)
+    return result

@@ -1,0 +1,182 @@
+"""The paper's metrics, in one module used by the evaluation harness, the studies and the notebooks.
+
+Definitions (Wu et al. 2025; checked against the paper's tables in ``tests/test_metrics.py``):
+
+- **accuracy**: percentage of correct responses.
+- **mean length**: mean response length in tokens.
+- **length change** ("Avg." column of Tables 1, 3, 4): the mean over benchmarks of the per-benchmark
+  relative change of mean length against the System 2 model, ``mean_b(L_method,b / L_S2,b - 1) * 100``
+  (not the change of the mean of lengths).
+- **reflective response**: a response that contains at least one reflection keyword. The paper's
+  footnote lists "wait, re-examine, recap, double-check, let me (just) check, let me (just) verify".
+  Two lists are offered: ``"paper"`` (the footnote, matched as whole words, case-insensitive: the
+  default) and ``"paper-code"`` (the list as the paper's code is described to match: plain lower-case
+  substrings, without "let me verify"; "wait" then also counts inside "awaiting"). Use the second for
+  exact replication, the first for counts that mean what the footnote says.
+- **keyword frequency** (Table 3): the mean number of keyword occurrences per *reflective* response.
+- **truncation rate**: percentage of responses stopped by the length cap.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+
+import numpy as np
+
+from l2s_lib.errors import ConfigError
+
+#: The paper's footnote 3, as regular expressions matched on word boundaries, case-insensitive.
+PAPER_KEYWORDS: dict[str, str] = {
+    "wait": r"wait",
+    "re-examine": r"re-examine",
+    "recap": r"recap",
+    "double-check": r"double-check",
+    "let me (just) check": r"let me (?:just )?check",
+    "let me (just) verify": r"let me (?:just )?verify",
+}
+
+#: The keyword list as the paper's code matches it: lower-cased substrings, no "let me verify".
+PAPER_CODE_KEYWORDS: tuple[str, ...] = ("wait", "re-examine", "recap", "double-check", "let me check",
+                                        "let me just check")
+
+KEYWORD_LISTS = ("paper", "paper-code")
+
+
+def _compile(keywords) -> list[tuple[str, re.Pattern]]:
+    if isinstance(keywords, str):
+        if keywords == "paper":
+            return [(k, re.compile(rf"\b{p}\b", re.IGNORECASE)) for k, p in PAPER_KEYWORDS.items()]
+        if keywords == "paper-code":
+            # Substring semantics: no boundaries, lower-cased text.
+            return [(k, re.compile(re.escape(k))) for k in PAPER_CODE_KEYWORDS]
+        raise ConfigError(f"unknown keyword list {keywords!r}; allowed: {', '.join(KEYWORD_LISTS)} "
+                          "or a list of phrases")
+    phrases = list(keywords)
+    if not phrases or not all(isinstance(k, str) and k for k in phrases):
+        raise ConfigError("keywords must be 'paper', 'paper-code' or a non-empty list of phrases")
+    return [(k, re.compile(rf"\b{re.escape(k)}\b", re.IGNORECASE)) for k in phrases]
+
+
+_COMPILED: dict = {}
+
+
+def _patterns(keywords):
+    key = keywords if isinstance(keywords, str) else tuple(keywords)
+    if key not in _COMPILED:
+        _COMPILED[key] = _compile(keywords)
+    return _COMPILED[key]
+
+
+def keyword_counts(text: str, keywords: str | Sequence[str] = "paper") -> dict[str, int]:
+    """Occurrences of each reflection keyword in ``text`` (``keywords``: "paper", "paper-code" or phrases)."""
+    substring = keywords == "paper-code"
+    haystack = text.lower() if substring else text
+    return {k: len(p.findall(haystack)) for k, p in _patterns(keywords)}
+
+
+def count_keywords(text: str, keywords: str | Sequence[str] = "paper") -> int:
+    """Total reflection-keyword occurrences in ``text``."""
+    return sum(keyword_counts(text, keywords).values())
+
+
+def is_reflective(text: str, keywords: str | Sequence[str] = "paper") -> bool:
+    """Whether ``text`` contains at least one reflection keyword (the paper's reflective response)."""
+    return count_keywords(text, keywords) > 0
+
+
+def accuracy(correct: Iterable[bool]) -> float:
+    """Percentage of true values (NaN for none)."""
+    values = np.asarray(list(correct), dtype=float)
+    return float(values.mean() * 100) if values.size else float("nan")
+
+
+def mean_length(lengths: Iterable[float]) -> float:
+    """Mean response length (NaN for none)."""
+    values = np.asarray(list(lengths), dtype=float)
+    return float(values.mean()) if values.size else float("nan")
+
+
+def truncation_rate(finish_reasons: Iterable[str]) -> float:
+    """Percentage of responses stopped by the length cap (``finish_reason == "length"``)."""
+    return accuracy(r == "length" for r in finish_reasons)
+
+
+def reflective_pct(texts: Iterable[str], keywords: str | Sequence[str] = "paper") -> float:
+    """Percentage of responses that are reflective."""
+    return accuracy(is_reflective(t, keywords) for t in texts)
+
+
+def keyword_freq(texts: Iterable[str], keywords: str | Sequence[str] = "paper") -> float:
+    """Mean keyword count per reflective response (Table 3's definition); 0 when none is reflective."""
+    counts = [c for c in (count_keywords(t, keywords) for t in texts) if c > 0]
+    return float(np.mean(counts)) if counts else 0.0
+
+
+def length_change(method_lengths: Mapping[str, float], system2_lengths: Mapping[str, float]) -> float:
+    """The paper's "Avg." length change in percent: ``mean_b(L_method,b / L_S2,b - 1) * 100``.
+
+    Both arguments map benchmark -> mean length; they must cover the same benchmarks.
+    """
+    missing = sorted(set(system2_lengths) ^ set(method_lengths))
+    if missing:
+        raise ValueError(f"length_change: benchmarks not in both mappings: {missing}")
+    if not method_lengths:
+        raise ValueError("length_change: no benchmarks")
+    ratios = [method_lengths[b] / system2_lengths[b] - 1 for b in system2_lengths]
+    return float(np.mean(ratios) * 100)
+
+
+SUMMARY_COLUMNS = ["model", "benchmark", "level", "n", "accuracy", "mean_tokens", "reflective_pct",
+                   "keyword_freq", "truncated_pct"]
+
+
+def summarize(records, keywords: str | Sequence[str] = "paper", length: str = "n_tokens"):
+    """The summary table of per-sample records: one row per (model, benchmark, level) plus ``level="all"``.
+
+    ``records``: a DataFrame (or list of dicts) with columns ``model, benchmark, level, correct,
+    response, finish_reason`` and the ``length`` column (``n_tokens``, or ``n_tokens_retok`` for the
+    paper's re-tokenised count). Levels are written as strings (``"1"`` ... and ``"all"``) so the column
+    has one type; benchmarks without levels only get the ``"all"`` row. Accuracy and percentages in 0-100.
+    """
+    import pandas as pd
+
+    df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
+    if df.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    rows = []
+
+    def row(model, bench, level, part):
+        return {
+            "model": model,
+            "benchmark": bench,
+            "level": level,
+            "n": len(part),
+            "accuracy": accuracy(part["correct"]),
+            "mean_tokens": mean_length(part[length]),
+            "reflective_pct": reflective_pct(part["response"], keywords),
+            "keyword_freq": keyword_freq(part["response"], keywords),
+            "truncated_pct": truncation_rate(part["finish_reason"]),
+        }
+
+    for (model, bench), part in df.groupby(["model", "benchmark"], sort=False):
+        levels = part["level"] if "level" in part else None
+        if levels is not None and levels.notna().any():
+            for level in sorted(levels.dropna().unique(), key=_level_key):
+                rows.append(row(model, bench, _level_str(level), part[levels == level]))
+        rows.append(row(model, bench, "all", part))
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+
+
+def _level_str(level) -> str:
+    # pandas turns an int column with missing values into floats: write 3.0 as "3"
+    if isinstance(level, float) and level.is_integer():
+        return str(int(level))
+    return str(level)
+
+
+def _level_key(level):
+    try:
+        return (0, float(level), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(level))
