@@ -157,6 +157,9 @@ class MergeMethod:
     min_models: ClassVar[int] = 1  # models to merge (base not counted)
     #: True when ``prepare`` does whole-model work (needs calibration data, a global statistic ...).
     has_prepass: ClassVar[bool] = False
+    #: True when every output entry depends only on the same entry of the inputs (and no randomness):
+    #: the driver may then feed the kernel blocks of rows of a large tensor to bound memory.
+    elementwise: ClassVar[bool] = False
 
     def prepare(self, job: "MergeJob", ctx: MergeContext) -> None:  # noqa: D401 - optional hook
         """Optional whole-model pre-pass that fills ``ctx.state``. Default: nothing to do."""
@@ -246,3 +249,37 @@ class MergeJob(Protocol):
     models: list[TensorSource]
     names: list[str]
     ctx: MergeContext
+
+    def load(self, name: str) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """(base, models) tensors of output tensor ``name`` in the compute dtype on the compute device,
+        exactly as the kernels receive them (tied heads resolved to the embedding)."""
+        ...
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tensor classes, for the scope policies of sparsifying and SVD methods
+# ---------------------------------------------------------------------------------------------------
+
+#: Classes a scope policy can exclude; every other tensor (2-D linear weights) is always in scope.
+SCOPE_CLASSES = ("embeddings", "norms", "biases")
+
+
+def tensor_class(name: str, ndim: int) -> str:
+    """'embeddings' (input embedding, output head), 'norms' (1-D norm gains), 'biases', or 'linear'."""
+    if name.endswith(("embed_tokens.weight", "lm_head.weight", "wte.weight", "embed_out.weight")):
+        return "embeddings"
+    if name.endswith(".bias"):
+        return "biases"
+    if ndim <= 1:
+        return "norms"
+    return "linear"
+
+
+def in_scope(name: str, ndim: int, ctx: MergeContext) -> bool:
+    """Whether a sparsifying / SVD method touches this tensor under ``ctx.policies['scope']``.
+
+    Out-of-scope tensors are merged by the method's dense counterpart (no trimming, no dropping, no
+    low-rank step). The default scope (every class true) is the paper's: its code touches every tensor.
+    """
+    cls = tensor_class(name, ndim)
+    return cls == "linear" or bool(ctx.policies.get("scope", {}).get(cls, True))

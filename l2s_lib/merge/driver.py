@@ -1,0 +1,476 @@
+"""The streaming merge driver: validate, pre-pass, then merge tensor by tensor into an atomic output folder.
+
+``merge(config, out_dir)`` does, in order:
+
+1. **Validate** everything before reading a tensor: the configuration (``merge.config``), the output
+   folder (refused if it exists unless ``overwrite``), the device, the architecture fields of every input
+   (hidden size, layers, heads, vocabulary, RoPE base ...), the tensor names and the shapes; every
+   difference is listed.
+2. **Plan** the output: which tensors, their dtype and place in which shard (``ShardedWriter.plan``), how
+   tied embeddings are handled (``tie_policy``), which config and tokenizer the output gets.
+3. **Pre-pass**: ``method.prepare(job, ctx)`` (a global threshold, activation statistics ...).
+4. **Stream**: for each tensor (or block of rows, for element-wise methods), a reader thread loads the
+   inputs from disk while the main thread merges the previous one on the compute device and a writer
+   thread writes the one before to its place in the output shard. Each step: inputs checked for NaN/Inf,
+   cast to the compute dtype on the device, kernel, output checked, cast to the output dtype, written.
+   Peak memory is a few tensors (for element-wise methods, a few blocks), whatever the model size.
+5. **Finish**: config, tokenizer, generation config, ``l2s_provenance.json``, then the temporary folder
+   is renamed to the target.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from l2s_lib import paths
+from l2s_lib.checkpoints import (
+    EMBED_NAME,
+    GENERATION_CONFIG,
+    HEAD_NAME,
+    PROVENANCE_FILE,
+    TOKENIZER_FILES,
+    ModelCheckpoint,
+    ShardedWriter,
+    git_revision,
+    library_versions,
+    open_model,
+)
+from l2s_lib.errors import CheckpointError, ConfigError, NonFiniteError
+from l2s_lib.fingerprint import model_fingerprint
+from l2s_lib.merge.base import MergeContext, MergeMethod
+from l2s_lib.merge.config import MergeConfig, load_config
+
+#: Fields that must agree between the inputs (compared where a config has them).
+ARCH_FIELDS = (
+    "model_type", "architectures", "hidden_size", "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim", "vocab_size", "rope_theta",
+)
+#: Element-wise methods merge large tensors in blocks of rows of at most this many elements.
+BLOCK_ELEMENTS = 1 << 24
+#: The reader may run ahead of the merge while the inputs it holds stay under this many bytes.
+PREFETCH_BYTES = 1 << 28
+
+COMPUTE_DTYPES = {"float32": torch.float32, "float64": torch.float64, "paper_bf16_arith": torch.bfloat16}
+OUTPUT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class TensorPlan:
+    """One output tensor: where its inputs are stored, its shape and output dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    out_dtype: torch.dtype
+    base_name: str | None  # stored name in the base (None when the kernel gets no base)
+    model_names: list[str]  # stored name in each model
+    copy_from_reference: bool = False  # non-float tensors are copied, not merged
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+
+@dataclass
+class _Piece:
+    plan: TensorPlan
+    rows: tuple[int, int] | None  # a block of rows, or None for the whole tensor
+    nbytes: int
+    last: bool  # the last piece of its tensor
+
+
+class MergeJobImpl:
+    """What ``MergeMethod.prepare`` receives (implements ``merge.base.MergeJob``)."""
+
+    def __init__(self, base, models, plans: dict[str, TensorPlan], ctx: MergeContext, reference):
+        self.base: ModelCheckpoint | None = base
+        self.models: list[ModelCheckpoint] = models
+        self.plans = plans
+        self.names: list[str] = list(plans)
+        self.ctx = ctx
+        self.reference = reference
+
+    def load(self, name: str) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        plan = self.plans[name]
+        base = None
+        if plan.base_name is not None:
+            base = _to_compute(self.base.get_tensor(plan.base_name), self.ctx, name, "base")
+        models = [_to_compute(m.get_tensor(n), self.ctx, name, f"models[{i}]")
+                  for i, (m, n) in enumerate(zip(self.models, plan.model_names))]
+        return base, models
+
+
+def merge(
+    config: MergeConfig | str | Path | dict[str, Any],
+    out_dir: str | Path,
+    device: str = "cpu",
+    overwrite: bool = False,
+    progress: bool = True,
+    max_shard_bytes: int = 5 * 10**9,
+) -> Path:
+    """Merge the models of ``config`` into ``out_dir`` (a new folder) and return its path.
+
+    ``config``: a validated ``MergeConfig``, a YAML path or a dict in the same schema. ``device``: where
+    the arithmetic runs (``cpu``, ``cuda``, ``cuda:1``). Raises ``ConfigError`` / ``CheckpointError`` /
+    ``NonFiniteError`` with a message that names what is wrong; on any error the output does not exist.
+    """
+    t0 = time.time()
+    cfg = config if isinstance(config, MergeConfig) else load_config(config)
+    dev = _device(device)
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not overwrite:
+        raise CheckpointError(f"{out_dir} exists; pass --overwrite (overwrite=True) to replace it")
+    method: MergeMethod = cfg.method()
+
+    base = open_model(cfg.base_model) if cfg.base_model else None
+    models = [open_model(m.model) for m in cfg.models]
+    inputs = ([("base", base)] if base else []) + [(f"models[{i}]", m) for i, m in enumerate(models)]
+    reference = base or models[0]
+    check_architectures(inputs)
+    out_dtype = OUTPUT_DTYPES[cfg.dtype] if cfg.dtype else None
+    plans, tie_record = plan_tensors(inputs, reference, cfg.policies["tie_policy"], out_dtype,
+                                     kernel_gets_base=method.needs_base and base is not None)
+
+    ctx = MergeContext(
+        params=cfg.parameters, model_params=cfg.model_params, seed=cfg.seed, device=dev,
+        compute_dtype=COMPUTE_DTYPES[cfg.policies["compute_dtype"]], policies=cfg.policies,
+    )
+    ctx.state["shapes"] = {n: p.shape for n, p in plans.items()}
+    job = MergeJobImpl(base if method.needs_base else None, models, plans, ctx, reference)
+    out_config, config_record = output_config(cfg, inputs, reference, models, out_tied=HEAD_NAME not in plans,
+                                              out_dtype=out_dtype or reference.stored_dtype)
+    tok_src = reference if cfg.tokenizer_source == "base" else next(s for _, s in inputs if s.ref == cfg.tokenizer_source)
+
+    with ShardedWriter(out_dir, overwrite=overwrite, max_shard_bytes=max_shard_bytes) as writer:
+        shards = writer.plan([(p.name, p.out_dtype, p.shape) for p in plans.values()])
+        t_pre = time.time()
+        method.prepare(job, ctx)
+        t_stream = time.time()
+        _stream(job, method, writer, progress=progress)
+        t_end = time.time()
+        writer.write_json("config.json", out_config)
+        tokenizer_files = writer.copy_files(tok_src.path, TOKENIZER_FILES)
+        gen = writer.copy_files(tok_src.path, [GENERATION_CONFIG])
+        provenance = {
+            "l2s_provenance_version": 1,
+            "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "method": {"name": method.name, "paper_name": method.paper_name, "reference": method.reference,
+                       "parameters": cfg.parameters},
+            "inputs": [_describe_input(label, src, cfg) for label, src in inputs],
+            "seed": cfg.seed,
+            "device": str(dev),
+            "rng": "torch.Generator on the compute device, seeded per tensor from sha256(seed, tensor name, salt); "
+                   "CPU and CUDA streams differ",
+            "policies": cfg.policies | {"tokenizer_source": cfg.tokenizer_source},
+            "compute_dtype": str(ctx.compute_dtype).removeprefix("torch."),
+            "decisions": {
+                "config": config_record,
+                "tied_embeddings": tie_record,
+                "tokenizer": {"from": tok_src.ref, "files": tokenizer_files},
+                "generation_config": {"from": tok_src.ref} if gen else None,
+            },
+            "prepass_state": _jsonable({k: v for k, v in ctx.state.items() if k != "shapes"}),
+            "output": {"tensors": len(plans), "shards": shards,
+                       "dtypes": sorted({str(p.out_dtype).removeprefix("torch.") for p in plans.values()})},
+            "timing_s": {"validate_and_plan": round(t_pre - t0, 3), "prepass": round(t_stream - t_pre, 3),
+                         "stream": round(t_end - t_stream, 3)},
+            "config_file": paths.relative_to_root(cfg.source) if cfg.source else None,
+            "resolved_config": cfg.to_dict(),
+            "versions": library_versions(),
+            "git": git_revision(),
+        }
+        writer.write_json(PROVENANCE_FILE, provenance)
+        return writer.commit()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation and planning
+# ---------------------------------------------------------------------------------------------------
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device here (use --device cpu)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(f"device {dev} does not exist ({torch.cuda.device_count()} CUDA device(s))")
+    elif dev.type != "cpu":
+        raise ConfigError(f"device {device!r} is not supported (use cpu or cuda)")
+    return dev
+
+
+def _arch_value(config: dict[str, Any], key: str) -> Any:
+    if key == "rope_theta" and "rope_theta" not in config:
+        rp = config.get("rope_parameters") or config.get("rope_scaling") or {}
+        return rp.get("rope_theta") if isinstance(rp, dict) else None
+    return config.get(key)
+
+
+def check_architectures(inputs: list[tuple[str, ModelCheckpoint]]) -> None:
+    """Raise ``CheckpointError`` listing every architecture field on which the inputs disagree."""
+    (ref_label, ref), others = inputs[0], inputs[1:]
+    diffs = []
+    for label, src in others:
+        for key in ARCH_FIELDS:
+            a, b = _arch_value(ref.config, key), _arch_value(src.config, key)
+            if a is not None and b is not None and a != b:
+                diffs.append(f"{key}: {ref_label}={a!r}, {label}={b!r}")
+    if diffs:
+        raise CheckpointError("the inputs have different architectures: " + "; ".join(diffs)
+                              + f" ({ref_label} = {ref.ref}; " + ", ".join(f"{l} = {s.ref}" for l, s in others) + ")")
+
+
+def plan_tensors(
+    inputs: list[tuple[str, ModelCheckpoint]],
+    reference: ModelCheckpoint,
+    tie_policy: str,
+    out_dtype: torch.dtype | None,
+    kernel_gets_base: bool,
+) -> tuple[dict[str, TensorPlan], dict[str, Any]]:
+    """Check names and shapes, decide the output tensors and the fate of the output head.
+
+    ``follow_base``: the output has a separate ``lm_head`` iff the reference (base) has one; a model's own
+    head is dropped when the base is tied (the paper's 1.5B merges). ``untie``: the output has an
+    ``lm_head`` as soon as one input has one; for a tied input its head is its embedding.
+    """
+    ref_label = next(l for l, s in inputs if s is reference)
+    core = [n for n in reference.tensor_names() if n != HEAD_NAME]
+    core_set = set(core)
+    problems = []
+    for label, src in inputs:
+        if src is reference:
+            continue
+        names = set(src.tensor_names()) - {HEAD_NAME}
+        missing, extra = sorted(core_set - names), sorted(names - core_set)
+        if missing:
+            problems.append(f"{label} lacks {len(missing)} tensor(s) of {ref_label}: {_few(missing)}")
+        if extra:
+            problems.append(f"{label} has {len(extra)} tensor(s) that {ref_label} lacks: {_few(extra)}")
+    if problems:
+        raise CheckpointError("tensor names differ: " + "; ".join(problems))
+
+    has_head = {label: HEAD_NAME in src for label, src in inputs}
+    out_head = HEAD_NAME in reference or (tie_policy == "untie" and any(has_head.values()))
+    head_src = {}
+    for label, src in inputs:
+        if HEAD_NAME in src:
+            head_src[label] = HEAD_NAME
+        elif EMBED_NAME in src:
+            head_src[label] = EMBED_NAME  # a tied model's output head is its input embedding
+    names = core + ([HEAD_NAME] if out_head else [])
+
+    mismatches = []
+    plans: dict[str, TensorPlan] = {}
+    base_label = inputs[0][0] if inputs[0][0] == "base" else None
+    model_inputs = [(l, s) for l, s in inputs if l != "base"]
+    for name in names:
+        stored = {label: (head_src.get(label) if name == HEAD_NAME else name) for label, _ in inputs}
+        if any(v is None for v in stored.values()):
+            raise CheckpointError(f"{name}: an input has neither lm_head.weight nor {EMBED_NAME}")
+        ref_info = reference.info(stored[ref_label])
+        for label, src in inputs:
+            shape = src.info(stored[label]).shape
+            if shape != ref_info.shape:
+                mismatches.append(f"{name}: {ref_label} {list(ref_info.shape)} vs {label} {list(shape)}")
+        is_float = ref_info.dtype.is_floating_point
+        plans[name] = TensorPlan(
+            name=name,
+            shape=ref_info.shape,
+            out_dtype=(out_dtype or ref_info.dtype) if is_float else ref_info.dtype,
+            base_name=stored[base_label] if (kernel_gets_base and base_label) else None,
+            model_names=[stored[l] for l, _ in model_inputs],
+            copy_from_reference=not is_float,
+        )
+    if mismatches:
+        raise CheckpointError(f"tensor shapes differ ({len(mismatches)}): {_few(mismatches, 8)}")
+
+    record = {
+        "policy": tie_policy,
+        "output_tied": not out_head,
+        "inputs_tied": {label: not has_head[label] for label, _ in inputs},
+    }
+    dropped = [label for label, _ in inputs if has_head[label] and not out_head]
+    if dropped:
+        record["dropped_lm_head_of"] = dropped
+        record["note"] = ("the output ties its head to the merged embedding (follow_base, as the paper did); "
+                          "the separate lm_head of " + ", ".join(dropped) + " is not used")
+    from_embedding = [label for label, _ in inputs if out_head and not has_head[label]]
+    if from_embedding:
+        record["lm_head_from_embedding_of"] = from_embedding
+    return plans, record
+
+
+def output_config(cfg: MergeConfig, inputs, reference: ModelCheckpoint, models: list[ModelCheckpoint],
+                  out_tied: bool, out_dtype: torch.dtype) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The output's config.json and a record of how it was chosen (``config_source`` policy)."""
+    source = cfg.policies["config_source"]
+    origin = models[0] if source == "model" else reference
+    out = copy.deepcopy(origin.config)
+    record: dict[str, Any] = {"config_source": source, "from": origin.ref}
+    if source == "patched":
+        values = [s.config.get("max_position_embeddings") for _, s in inputs]
+        values = [v for v in values if isinstance(v, int)]
+        target = cfg.policies.get("max_position_embeddings") or (max(values) if values else None)
+        old = out.get("max_position_embeddings")
+        if target is not None and target != old:
+            out["max_position_embeddings"] = target
+            record["max_position_embeddings"] = {"from": old, "to": target}
+            record["note"] = (f"max_position_embeddings raised from {old} to {target} so that generation budgets "
+                              "beyond the base's context fit (the paper saved System 1's config, 4096 positions "
+                              "for the Math models, yet reports answers longer than that)")
+        else:
+            record["note"] = "max_position_embeddings already allows the budget; config unchanged"
+    out["tie_word_embeddings"] = out_tied
+    name = str(out_dtype).removeprefix("torch.")
+    if "torch_dtype" in out:
+        out["torch_dtype"] = name
+    else:
+        out["dtype"] = name
+    record["tie_word_embeddings"] = out_tied
+    record["dtype"] = name
+    return out, record
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    return ", ".join(items[:n]) + (f" (+{len(items) - n} more)" if len(items) > n else "")
+
+
+def _describe_input(label: str, src: ModelCheckpoint, cfg: MergeConfig) -> dict[str, Any]:
+    d = {"role": label, "ref": src.ref, "path": paths.relative_to_root(src.path), "hub_id": src.hub_id,
+         "fingerprint": model_fingerprint(src.path)}
+    if label.startswith("models["):
+        d["parameters"] = cfg.models[int(label[7:-1])].parameters
+    return d
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, torch.Tensor):
+        return obj.tolist() if obj.numel() <= 64 else f"tensor{list(obj.shape)}"
+    if isinstance(obj, (int, float, str, bool)) or obj is None:
+        return obj
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The stream
+# ---------------------------------------------------------------------------------------------------
+
+
+def _to_compute(t: torch.Tensor, ctx: MergeContext, name: str, label: str) -> torch.Tensor:
+    """Check an input for NaN/Inf and cast it to the compute dtype on the compute device."""
+    if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+        raise NonFiniteError(f"{name}: input {label} contains NaN or Inf")
+    return t.to(device=ctx.device, dtype=ctx.compute_dtype)
+
+
+def _pieces(job: MergeJobImpl, method: MergeMethod) -> list[_Piece]:
+    n_inputs = len(job.models) + (1 if job.base is not None else 0)
+    out = []
+    for plan in job.plans.values():
+        itemsize = torch.empty((), dtype=plan.out_dtype).element_size()
+        rows = plan.shape[0] if plan.shape else 1
+        row_numel = plan.numel // max(rows, 1)
+        if method.elementwise and not plan.copy_from_reference and plan.numel > BLOCK_ELEMENTS and rows > 1:
+            step = max(1, BLOCK_ELEMENTS // max(row_numel, 1))
+            for r in range(0, rows, step):
+                stop = min(rows, r + step)
+                out.append(_Piece(plan, (r, stop), (stop - r) * row_numel * itemsize * n_inputs, stop == rows))
+        else:
+            out.append(_Piece(plan, None, plan.numel * itemsize * n_inputs, True))
+    return out
+
+
+def _stream(job: MergeJobImpl, method: MergeMethod, writer: ShardedWriter, progress: bool) -> None:
+    """Read ahead in one thread, merge in this one, write behind in another (bounded memory)."""
+    from tqdm.auto import tqdm
+
+    ctx = job.ctx
+    pieces = _pieces(job, method)
+    stop = threading.Event()
+
+    def read(piece: _Piece):
+        if stop.is_set():
+            return None
+        plan, rows = piece.plan, piece.rows
+
+        def rd(src: ModelCheckpoint, stored: str) -> torch.Tensor:
+            return src.get_tensor(stored) if rows is None else src.get_rows(stored, *rows)
+
+        if plan.copy_from_reference:
+            return rd(job.reference, plan.name), []
+        base = rd(job.base, plan.base_name) if plan.base_name is not None else None
+        return base, [rd(m, n) for m, n in zip(job.models, plan.model_names)]
+
+    def write(piece: _Piece, out: torch.Tensor) -> None:
+        if piece.rows is None:
+            writer.write(piece.plan.name, out)
+        else:
+            writer.write_rows(piece.plan.name, piece.rows[0], out)
+
+    reader = ThreadPoolExecutor(1, thread_name_prefix="l2s-read")
+    writer_pool = ThreadPoolExecutor(1, thread_name_prefix="l2s-write")
+    inflight: deque[tuple[_Piece, Future]] = deque()
+    writes: deque[Future] = deque()
+    bar = tqdm(total=len(job.plans), unit="tensor", desc=f"merge ({method.name})", disable=not progress)
+    next_i = 0
+    try:
+        while next_i < len(pieces) or inflight:
+            # Read ahead while the bytes held by pending reads stay under the budget (always at least one).
+            while next_i < len(pieces) and (
+                not inflight or sum(p.nbytes for p, _ in inflight) + pieces[next_i].nbytes <= PREFETCH_BYTES
+            ):
+                inflight.append((pieces[next_i], reader.submit(read, pieces[next_i])))
+                next_i += 1
+            piece, fut = inflight.popleft()
+            base_raw, models_raw = fut.result()
+            out = _merge_piece(piece, base_raw, models_raw, method, ctx)
+            del base_raw, models_raw
+            writes.append(writer_pool.submit(write, piece, out))
+            del out
+            while len(writes) > 1:  # at most one merged tensor waits for the disk
+                writes.popleft().result()
+            if piece.last:
+                bar.update(1)
+        while writes:
+            writes.popleft().result()
+    finally:
+        stop.set()
+        for _, f in inflight:
+            f.cancel()
+        reader.shutdown(wait=True, cancel_futures=True)
+        writer_pool.shutdown(wait=True, cancel_futures=True)
+        bar.close()
+
+
+def _merge_piece(piece: _Piece, base_raw, models_raw, method: MergeMethod, ctx: MergeContext) -> torch.Tensor:
+    plan = piece.plan
+    if plan.copy_from_reference:
+        return base_raw
+    base = _to_compute(base_raw, ctx, plan.name, "base") if base_raw is not None else None
+    models = [_to_compute(t, ctx, plan.name, f"models[{i}]") for i, t in enumerate(models_raw)]
+    out = method.merge_tensor(plan.name, base, models, ctx)
+    del base, models
+    if tuple(out.shape) != (tuple(plan.shape) if piece.rows is None else (piece.rows[1] - piece.rows[0], *plan.shape[1:])):
+        raise RuntimeError(f"{plan.name}: method {method.name} returned shape {tuple(out.shape)}")
+    if not bool(torch.isfinite(out).all()):
+        raise NonFiniteError(f"{plan.name}: the merged tensor contains NaN or Inf (method {method.name}, "
+                             f"compute dtype {ctx.compute_dtype}); check the parameters")
+    return out.to(device="cpu", dtype=plan.out_dtype)

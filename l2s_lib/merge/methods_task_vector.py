@@ -1,0 +1,515 @@
+"""The task-vector methods of the paper: Average, Task Arithmetic, TIES, DARE (on linear/TA and TIES), SLERP.
+
+As in mergekit, Task Arithmetic, TIES and DARE are settings of one *generalized task arithmetic*
+(``generalized_task_arithmetic``): per tensor, each model's task vector ``delta_k = theta_k - base`` is
+optionally sparsified (random drop and rescale: DARE; magnitude trim: TIES), weighted by its ``weight``,
+optionally restricted to the entries that agree with the elected sign (TIES), summed, optionally divided by
+the sum of the (agreeing) weights (``normalize``), scaled by ``lambda``, and added to the base. The order of
+operations is mergekit's, so that mergekit configs give the same tensors here (see tests/test_merge_mergekit.py).
+
+Parameter names follow mergekit (``weight``, ``density`` = fraction *kept*, ``lambda``, ``normalize``,
+``rescale``); the paper's trim ratio k (fraction *removed*) and drop rate p are ``1 - density`` (see
+configs/merges/README.md). Which tensors are sparsified is the ``scope`` policy; how TIES trims is the
+``trim_mode`` policy (exact top-k, the paper's kth-value rule, or one global threshold per model).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from l2s_lib.errors import ConfigError
+from l2s_lib.merge.base import MergeContext, MergeJob, MergeMethod, Param, in_scope, register
+
+# ---------------------------------------------------------------------------------------------------
+# Shared parameter specs (mergekit's names)
+# ---------------------------------------------------------------------------------------------------
+
+P_WEIGHT = Param("weight", float, 1.0, "coefficient of this model's task vector (the paper's alpha for TA)")
+P_DENSITY = Param("density", float, 1.0, "fraction of task-vector entries kept (paper: 1 - k for TIES, 1 - p "
+                  "for DARE)", low=0.0, high=1.0)
+P_LAMBDA = Param("lambda", float, 1.0, "scale of the merged task vector (the paper's alpha for TIES)")
+P_INT8 = Param("int8_mask", bool, False, "accepted for mergekit compatibility: a memory option of mergekit "
+               "that does not change results")
+
+
+def _normalize(default: bool) -> Param:
+    return Param("normalize", bool, default, "divide the summed task vectors by the sum of the (agreeing) weights")
+
+
+P_RESCALE = Param("rescale", bool, True, "rescale kept entries after the random drop (policy dare_rescale: "
+                  "1/density or the L1 norm)")
+P_TRIM_DENSITY = Param("trim_density", float, 1.0, "after the random drop, keep this fraction of entries by "
+                       "magnitude (the paper's DARE-TIES trims with TIES's k; 1.0 = mergekit's dare_ties)",
+                       low=0.0, high=1.0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sparsification kernels
+# ---------------------------------------------------------------------------------------------------
+
+
+#: Elements per block in the selection and masking loops: bounds temporaries to a few tens of MB.
+CHUNK = 1 << 22
+
+
+class _Workspace:
+    """Reusable per-block buffers. Fresh multi-MB allocations are returned to the OS on free and
+    page-faulted back on the next allocation, which made block loops 3-4x slower than the arithmetic."""
+
+    def __init__(self, like: torch.Tensor):
+        n = min(CHUNK, max(like.numel(), 1))
+        self.abs = torch.empty(n, dtype=torch.float32, device=like.device)
+        self.m1 = torch.empty(n, dtype=torch.bool, device=like.device)
+        self.m2 = torch.empty(n, dtype=torch.bool, device=like.device)
+
+
+def _abs_blocks(x: torch.Tensor, ws: _Workspace | None = None):
+    """``|x|`` in fp32 (exact for bf16/fp16 inputs), block by block over the flattened tensor.
+
+    Each yielded block is a view of a reused buffer: use it before asking for the next one."""
+    flat = x.reshape(-1)
+    ws = ws or _Workspace(x)
+    for i in range(0, flat.numel(), CHUNK):
+        a = ws.abs[: min(CHUNK, flat.numel() - i)]
+        a.copy_(flat[i:i + CHUNK]).abs_()
+        yield a
+
+
+def kth_smallest(blocks, n: int, k: int, sample: int = 1 << 16, sampler=None) -> tuple[float, int, int]:
+    """The exact k-th smallest (1-based) ``v`` of ``n`` non-negative values given as fp32 blocks by
+    ``blocks()``, with the number of values ``> v`` and ``== v``.
+
+    ``blocks`` is called again for each pass, so the values can live in one tensor (selection inside a
+    TIES kernel) or be re-read from disk (the global TIES threshold). A strided sample brackets the target
+    rank (``sampler(stride)``, when given, returns that sample directly); one counting pass keeps only the values inside the bracket (about 1-2% of them) and
+    ``kthvalue`` finishes on those. The bracket is widened if the sample missed, up to the whole set, so
+    the answer is always exact. Why not ``torch.kthvalue`` on the whole tensor: on CPU it copies its input
+    and allocates an int64 index per element (12 bytes per value: 2.8 GB for a 1.5B-model embedding),
+    and ``torch.quantile`` refuses inputs above ~16M elements.
+    """
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} out of range for {n} values")
+    stride = max(1, n // sample)
+    if sampler is not None:
+        samples = sampler(stride).float().cpu().sort().values
+    else:
+        samples = torch.cat([b[::stride].cpu() for b in blocks()]).sort().values
+    s = samples.numel()
+    q = k / n
+    sigma = math.sqrt(max(q * (1 - q), 1.0 / s) / s)
+    for widen in (1.0, 8.0, None):
+        if widen is None:  # last resort: everything is a candidate
+            lo, hi = -math.inf, math.inf
+        else:
+            m = 6 * sigma * widen + 2.0 / s
+            lo_i, hi_i = math.floor((q - m) * s), math.ceil((q + m) * s)
+            lo = float(samples[lo_i]) if lo_i >= 0 else -math.inf
+            hi = float(samples[hi_i]) if hi_i < s else math.inf
+        below = 0
+        cands = []
+        bufs: list[torch.Tensor] = []
+        for b in blocks():
+            if not bufs or bufs[0].numel() < b.numel():
+                bufs = [torch.empty(b.numel(), dtype=torch.bool, device=b.device) for _ in range(2)]
+            m1, m2 = bufs[0][: b.numel()], bufs[1][: b.numel()]
+            torch.ge(b, lo, out=m1)
+            below += b.numel() - int(torch.count_nonzero(m1))  # count_nonzero: 3x faster than bool sum
+            m1.logical_and_(torch.le(b, hi, out=m2))
+            cands.append(b[m1].cpu())  # boolean indexing: 4x faster than masked_select on CPU
+        cand = torch.cat(cands)
+        if below < k <= below + cand.numel():
+            v = float(torch.kthvalue(cand, k - below).values)
+            n_eq = int((cand == v).sum())
+            n_gt = n - below - cand.numel() + int((cand > v).sum())
+            return v, n_gt, n_eq
+    raise AssertionError("unreachable: the last bracket holds every value")
+
+
+def trim_exact(delta: torch.Tensor, density: float, inplace: bool = False) -> torch.Tensor:
+    """Keep the ``max(1, floor(density*n))`` largest-magnitude entries (mergekit's count), zero the rest.
+
+    Equal magnitudes at the boundary are kept in order of position (a stable sort's choice), so the
+    result is deterministic on every device. O(n) selection, block-wise masking (no n-sized index).
+    """
+    if density >= 1:
+        return delta
+    n = delta.numel()
+    if density <= 0 or n == 0:
+        return torch.zeros_like(delta)
+    k = max(1, int(density * n))
+    out = delta.contiguous() if inplace else delta.clone(memory_format=torch.contiguous_format)
+    ws = _Workspace(out)
+    v, n_gt, n_eq = kth_smallest(lambda: _abs_blocks(out, ws), n, n - k + 1,  # v: the k-th largest
+                                 sampler=lambda st: out.reshape(-1)[::st].abs())
+    need = k - n_gt  # entries equal to v still to keep, first positions first
+    keep_all_eq = need >= n_eq
+    flat = out.view(-1)
+    for i, a in zip(range(0, n, CHUNK), _abs_blocks(out, ws)):
+        keep = ws.m1[: a.numel()]
+        if keep_all_eq:
+            torch.ge(a, v, out=keep)
+        else:
+            torch.gt(a, v, out=keep)
+            if need > 0:
+                eq = torch.nonzero(a == v).reshape(-1)[:need]  # positions in increasing order
+                keep[eq] = True
+                need -= eq.numel()
+        flat[i:i + CHUNK].mul_(keep)
+    return out
+
+
+def trim_paper(delta: torch.Tensor, density: float, inplace: bool = False) -> torch.Tensor:
+    """The L2S code's per-tensor trim: ``c = floor(n*k)`` with ``k = 1 - density``; keep ``|delta| >= t``
+    where ``t`` is the c-th smallest magnitude (so ties at ``t``, and ``t`` itself, are kept); ``c = 0``
+    trims nothing."""
+    k = round(1.0 - density, 12)  # 1 - 0.2 must give the paper's 0.8, not 0.8000000000000000444
+    n = delta.numel()
+    c = int(n * k)
+    if c <= 0:
+        return delta
+    out = delta.contiguous() if inplace else delta.clone(memory_format=torch.contiguous_format)
+    ws = _Workspace(out)
+    t, _, _ = kth_smallest(lambda: _abs_blocks(out, ws), n, c, sampler=lambda st: out.reshape(-1)[::st].abs())
+    return trim_threshold(out, t, inplace=True, ws=ws)
+
+
+def trim_threshold(delta: torch.Tensor, threshold: float, inplace: bool = False,
+                   ws: _Workspace | None = None) -> torch.Tensor:
+    """Keep ``|delta| >= threshold`` (the paper's rule; the global TIES threshold comes from the pre-pass)."""
+    out = delta.contiguous() if inplace else delta.clone(memory_format=torch.contiguous_format)
+    ws = ws or _Workspace(out)
+    flat = out.view(-1)
+    for i, a in zip(range(0, flat.numel(), CHUNK), _abs_blocks(out, ws)):
+        keep = ws.m1[: a.numel()]
+        torch.ge(a, threshold, out=keep)
+        flat[i:i + CHUNK].mul_(keep)
+    return out
+
+
+def dare(delta: torch.Tensor, density: float, generator: torch.Generator, rescale: str | None) -> torch.Tensor:
+    """Drop each entry with probability ``1 - density`` and rescale the survivors.
+
+    ``rescale``: ``'inverse'`` divides by ``density`` (DARE and the L2S code), ``'l1'`` restores the
+    tensor's L1 norm (mergekit), ``None`` does not rescale. The mask is drawn in fp32 from ``generator``
+    (seeded per tensor name), whatever the compute dtype: the paper code's bf16 probabilities realise
+    p = 0.30078 instead of 0.3.
+    """
+    if density >= 1:
+        return delta
+    keep = torch.rand(delta.shape, generator=generator, device=delta.device, dtype=torch.float32) < density
+    out = delta * keep
+    if rescale == "inverse":
+        out = out / density
+    elif rescale == "l1":
+        before, after = delta.abs().sum(), out.abs().sum()
+        if before >= 1e-7 and after >= 1e-7:  # mergekit's guard against empty masks
+            out = out * (before / after)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Generalized task arithmetic
+# ---------------------------------------------------------------------------------------------------
+
+
+def generalized_task_arithmetic(
+    name: str,
+    base: torch.Tensor,
+    models: list[torch.Tensor],
+    ctx: MergeContext,
+    *,
+    drop: bool = False,
+    trim_key: str | None = None,
+    consensus: bool = False,
+) -> torch.Tensor:
+    """``base + lambda * combine_k(weight_k * sparsify(theta_k - base))`` in mergekit's order of operations.
+
+    ``drop``: DARE random drop (per-model ``density``); ``trim_key``: the per-model parameter holding the
+    magnitude-trim density (``density`` for TIES, ``trim_density`` for DARE-TIES); ``consensus``: TIES's
+    sign election and disjoint mean (mergekit's rule: the elected sign of a coordinate is that of the
+    weighted sum, zero counting as positive).
+    """
+    scoped = in_scope(name, base.ndim, ctx)
+    p = ctx.params
+    deltas = []
+    for k, (m, mp) in enumerate(zip(models, ctx.model_params)):
+        d = m - base
+        if scoped and drop:
+            d = dare(d, mp["density"], ctx.generator(name, f"dare:{k}"),
+                     ctx.policies.get("dare_rescale", "inverse") if p.get("rescale", True) else None)
+        if scoped and trim_key is not None:
+            d = _trim(d, mp[trim_key], name, k, ctx)
+        deltas.append(d)
+    weights = [mp["weight"] for mp in ctx.model_params]
+
+    if len(deltas) == 1:
+        # One model (the L2S setting): the same arithmetic as the general branch below without stacking
+        # (sum over one row is the row; the agreeing weight of a non-zero entry is the weight itself).
+        d, w = deltas[0], weights[0]
+        if w != 1:
+            d = d * w
+        if p.get("normalize"):
+            divisor = w if (w != 0 if consensus else abs(w) >= 1e-8) else 1.0
+            if divisor != 1:
+                d = d / divisor
+        lam = p.get("lambda", 1.0)
+        if lam != 1:
+            d = d * lam
+        return d.add_(base)  # d is a fresh tensor here; a + b == b + a exactly in IEEE arithmetic
+
+    stacked = torch.stack(deltas)
+    del deltas
+    wt = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device).reshape(-1, *([1] * base.ndim))
+    stacked.mul_(wt)
+    if consensus:
+        majority = (stacked.sum(dim=0) >= 0).to(stacked.dtype) * 2 - 1
+        mask = stacked.sign() == majority
+        mixed = (stacked * mask).sum(dim=0)
+        divisor = (wt * mask).sum(dim=0)
+        divisor[divisor == 0] = 1
+    else:
+        mixed = stacked.sum(dim=0)
+        divisor = wt.sum(dim=0)
+        divisor[divisor.abs() < 1e-8] = 1
+    if p.get("normalize"):
+        mixed /= divisor
+    if p.get("lambda", 1.0) != 1:
+        mixed *= p["lambda"]
+    return base + mixed
+
+
+def _trim(d: torch.Tensor, density: float, name: str, k: int, ctx: MergeContext) -> torch.Tensor:
+    mode = ctx.policies.get("trim_mode", "exact")
+    if mode == "exact":
+        return trim_exact(d, density, inplace=True)  # d is the kernel's own fresh tensor
+    if mode == "paper":
+        return trim_paper(d, density, inplace=True)
+    thresholds = ctx.state.get("global_trim_thresholds")
+    if thresholds is None:
+        raise RuntimeError("trim_mode=global needs the pre-pass (MergeMethod.prepare) to run first")
+    return trim_threshold(d, thresholds[k], inplace=True)
+
+
+class _GTA(MergeMethod):
+    """Shared plumbing of the generalized-task-arithmetic methods (not registered)."""
+
+    drop: bool = False
+    trim_key: str | None = None
+    consensus: bool = False
+    has_prepass = False  # the global TIES threshold pre-pass runs only when trim_mode is global
+
+    def merge_tensor(self, name, base, models, ctx):
+        return generalized_task_arithmetic(name, base, models, ctx, drop=self.drop, trim_key=self.trim_key,
+                                           consensus=self.consensus)
+
+    def prepare(self, job: MergeJob, ctx: MergeContext) -> None:
+        if self.trim_key is not None and ctx.policies.get("trim_mode") == "global":
+            ctx.state["global_trim_thresholds"] = global_trim_thresholds(job, ctx, self)
+
+    def task_vectors_before_trim(self, name, base, models, ctx) -> list[torch.Tensor]:
+        """The task vectors the magnitude trim sees (after DARE's drop when there is one)."""
+        out = []
+        for k, (m, mp) in enumerate(zip(models, ctx.model_params)):
+            d = m - base
+            if self.drop and in_scope(name, base.ndim, ctx):
+                d = dare(d, mp["density"], ctx.generator(name, f"dare:{k}"),
+                         ctx.policies.get("dare_rescale", "inverse") if ctx.params.get("rescale", True) else None)
+            out.append(d)
+        return out
+
+
+def global_trim_thresholds(job: MergeJob, ctx: MergeContext, method: "_GTA") -> list[float]:
+    """Per model, the c-th smallest ``|delta|`` over every in-scope tensor of the model, exactly.
+
+    ``c = floor(N * (1 - density))`` with N the number of in-scope entries (the original TIES and the
+    L2S ``ties_merging_dare`` rule; entries ``>=`` the threshold are kept). The model never sits in
+    memory: ``kth_smallest`` re-reads the tensors for each of its passes (two, usually).
+    """
+    densities = [mp[method.trim_key] for mp in ctx.model_params]
+    shapes = ctx.state["shapes"]
+    names = [n for n in job.names if in_scope(n, len(shapes[n]), ctx)]
+    n_total = sum(math.prod(shapes[n]) for n in names)
+    thresholds = []
+    for k, density in enumerate(densities):
+        c = int(n_total * round(1.0 - density, 12))
+        if c <= 0 or n_total == 0:
+            thresholds.append(0.0)  # nothing trimmed: |delta| >= 0 always holds
+            continue
+
+        def blocks(k=k):
+            for name in names:
+                base, models = job.load(name)
+                d = method.task_vectors_before_trim(name, base, models, ctx)[k]
+                yield from _abs_blocks(d)
+
+        thresholds.append(kth_smallest(blocks, n_total, c)[0])
+    ctx.state["global_trim"] = {"entries": n_total, "thresholds": thresholds}
+    return thresholds
+
+
+def _check_positive_density(model_params: list[dict[str, Any]], where: str) -> None:
+    for i, mp in enumerate(model_params):
+        if mp["density"] <= 0:
+            raise ConfigError(f"{where}: models[{i}] density must be > 0 for a random drop (it is the keep "
+                              f"probability; the rescale divides by it), got {mp['density']}")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registered methods
+# ---------------------------------------------------------------------------------------------------
+
+
+@register("linear")
+class Average(MergeMethod):
+    """Weighted average of the models: ``M = sum_i w_i theta_i / sum_i w_i`` (mergekit ``linear``).
+
+    With the default weights (all 1) this is the uniform average of model soups. No base is used: list
+    System 1 *and* System 2 under ``models`` to get the paper's Average row, ``M = (A + B) / 2`` = TA(0.5)
+    (the L2S code averages only the models to merge; one model alone returns that model unchanged).
+    ``normalize: false`` gives the plain weighted sum.
+    """
+
+    name = "average"
+    paper_name = "Average Merging"
+    reference = "https://arxiv.org/abs/2203.05482"
+    needs_base = False
+    elementwise = True
+    params = (_normalize(True),)
+    model_params = (P_WEIGHT,)
+
+    @classmethod
+    def check(cls, params, model_params, where):
+        if params["normalize"] and abs(sum(mp["weight"] for mp in model_params)) < 1e-12:
+            raise ConfigError(f"{where}: the weights sum to 0, so normalize: true would divide by zero")
+
+    def merge_tensor(self, name, base, models, ctx):
+        # mergekit's accumulation (addcmul into a zero tensor, then one division), for identical results.
+        w = torch.tensor([mp["weight"] for mp in ctx.model_params], dtype=ctx.compute_dtype, device=models[0].device)
+        out = torch.zeros_like(models[0])
+        for t, c in zip(models, w.unbind(0)):
+            out.addcmul_(t, c)
+        if ctx.params["normalize"]:
+            out.div_(w.sum())
+        return out
+
+
+@register("ta")
+class TaskArithmetic(_GTA):
+    """Task Arithmetic: ``M = base + lambda * sum_k w_k (theta_k - base)`` (normalize: divide by sum w_k).
+
+    One model to merge (the paper): ``M = A + alpha (B - A)`` with alpha = ``weight`` (or ``lambda``);
+    alpha = 0 gives System 1, alpha = 1 System 2, alpha = 0.5 the average. The paper uses alpha = 0.7.
+    """
+
+    name = "task_arithmetic"
+    paper_name = "Task Arithmetic (TA)"
+    reference = "https://arxiv.org/abs/2212.04089"
+    elementwise = True
+    params = (P_LAMBDA, _normalize(False), P_INT8)
+    model_params = (P_WEIGHT,)
+
+
+@register("ties_merging")
+class Ties(_GTA):
+    """TIES-Merging: trim each task vector to its largest-magnitude entries, elect a sign per entry,
+    average the agreeing entries (disjoint mean), scale by ``lambda`` and add to the base.
+
+    One model to merge (the paper): the sign election is the identity, so ``M = A + lambda * trim(B - A)``
+    (with ``normalize: true`` the model's ``weight`` cancels). The paper's k (fraction removed) is
+    ``1 - density``: 7B uses k = 0.8, alpha = 1, i.e. ``density: 0.2, lambda: 1``. ``trim_mode`` chooses
+    the exact top-k (default, mergekit's count), the paper's kth-value rule (keeps ties) or the original
+    global threshold (pre-pass over the whole model). density 1 gives Task Arithmetic.
+    """
+
+    name = "ties"
+    paper_name = "TIES-Merging"
+    reference = "https://arxiv.org/abs/2306.01708"
+    trim_key = "density"
+    consensus = True
+    params = (P_LAMBDA, _normalize(True), P_INT8)
+    model_params = (P_WEIGHT, P_DENSITY)
+
+
+@register("dare_task_arithmetic", "dare_ta")
+class DareLinear(_GTA):
+    """DARE on task arithmetic (mergekit ``dare_linear``): drop each task-vector entry with probability
+    ``1 - density``, rescale the survivors, then Task Arithmetic.
+
+    One model to merge: ``M = A + w * m * (B - A) / density`` with ``m ~ Bernoulli(density)`` seeded per
+    tensor name. The paper's DARE row (DARE on Average) is ``weight: 0.5``; its DARE-TA is ``weight: 0.7``;
+    p = 0.3 is ``density: 0.7``. density 1 gives Task Arithmetic exactly.
+    """
+
+    name = "dare_linear"
+    paper_name = "DARE"
+    reference = "https://arxiv.org/abs/2311.03099"
+    drop = True
+    params = (P_LAMBDA, _normalize(False), P_RESCALE, P_INT8)
+    model_params = (P_WEIGHT, P_DENSITY)
+
+    @classmethod
+    def check(cls, params, model_params, where):
+        _check_positive_density(model_params, where)
+
+
+@register()
+class DareTies(_GTA):
+    """DARE-TIES: DARE's random drop and rescale, then (optionally) a magnitude trim, then TIES's sign
+    election and disjoint mean.
+
+    mergekit's ``dare_ties`` has no magnitude trim (``trim_density: 1``, the default). The paper's DARE-TIES
+    applies TIES with its k after DARE: ``trim_density: 1 - k``. One model to merge:
+    ``M = A + lambda * trim(w * m * (B - A) / density)`` (normalize false: the weight stays). density 1 and
+    trim_density 1 give Task Arithmetic; density 1 alone gives TIES with ``normalize: false``.
+    """
+
+    name = "dare_ties"
+    paper_name = "DARE-TIES"
+    reference = "https://arxiv.org/abs/2311.03099"
+    drop = True
+    trim_key = "trim_density"
+    consensus = True
+    params = (P_LAMBDA, _normalize(False), P_RESCALE, P_INT8)
+    model_params = (P_WEIGHT, P_DENSITY, P_TRIM_DENSITY)
+
+    @classmethod
+    def check(cls, params, model_params, where):
+        _check_positive_density(model_params, where)
+
+
+@register()
+class Slerp(MergeMethod):
+    """Spherical linear interpolation between the base and one model, per tensor:
+    ``M = sin((1-t) W)/sin W * A + sin(t W)/sin W * B`` with ``W`` the angle between the flattened tensors
+    (linear interpolation when they are nearly colinear, |cos W| > 0.9995, as in mergekit).
+
+    It is a two-model method by nature: t = 0 gives the base (System 1), t = 1 the model (System 2); t plays
+    the role of TA's alpha but follows the arc instead of the chord, which keeps the tensor's norm.
+    """
+
+    name = "slerp"
+    paper_name = "SLERP"
+    reference = "https://dl.acm.org/doi/10.1145/325165.325242"
+    max_models = 1
+    params = (Param("t", float, 0.5, "interpolation position: 0 = base, 1 = model", low=0.0, high=1.0),
+              Param("dot_threshold", float, 0.9995, "above this |cos|, interpolate linearly", low=0.0, high=1.0))
+
+    def merge_tensor(self, name, base, models, ctx):
+        a, b = base, models[0]
+        t = ctx.params["t"]
+        eps = 1e-8
+        na = torch.linalg.vector_norm(a)
+        nb = torch.linalg.vector_norm(b)
+        na = na if na > eps else torch.ones_like(na)
+        nb = nb if nb > eps else torch.ones_like(nb)
+        dot = float(((a / na) * (b / nb)).sum().clamp(-1, 1))
+        if abs(dot) > ctx.params["dot_threshold"]:
+            ca, cb = 1.0 - t, t
+        else:
+            theta = math.acos(dot)
+            s = math.sin(theta)
+            ca, cb = math.sin((1 - t) * theta) / s, math.sin(t * theta) / s
+        return a * ca + b * cb
