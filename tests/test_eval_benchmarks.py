@@ -1,0 +1,128 @@
+"""Benchmark loaders: every toolkit layout reads its fixture; unknown names and missing files fail clearly."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from l2s_lib.errors import BenchmarkError, ConfigError
+from l2s_lib.eval import benchmarks as bm
+
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
+
+# (layout, number of problems, first id, first reference answer, levels seen)
+EXPECTED = {
+    "gsm8k": (4, 0, "68", [None]),
+    "math500": (5, "test/prealgebra/9001.json", "\\frac{5}{6}", [1, 2, 3, 5]),
+    "minerva_math": (3, 0, "20", [None]),
+    "olympiadbench": (3, 3001, "12", [None]),
+    "college_math": (3, 0, "1", [None]),
+    "aime24": (3, 60, "9", [None]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_every_layout_reads_its_fixture(name):
+    n, first_id, first_answer, levels = EXPECTED[name]
+    problems = bm.load_benchmark(name, path=FIXTURES / name / "test.jsonl")
+    assert len(problems) == n
+    assert problems[0].idx == first_id and problems[0].answer == first_answer
+    assert all(p.question and p.answer for p in problems)
+    assert sorted({p.level for p in problems}, key=str) == sorted(levels, key=str)
+    assert bm.load_benchmark(name, path=FIXTURES / name / "test.jsonl", limit=2) == problems[:2]
+
+
+def test_layout_specific_answers():
+    gsm = bm.load_benchmark("gsm8k", path=FIXTURES / "gsm8k" / "test.jsonl")
+    assert gsm[2].answer == "2230"  # "#### 2,230": thousands separator dropped
+    olymp = bm.load_benchmark("olympiadbench", path=FIXTURES / "olympiadbench" / "test.jsonl")
+    assert olymp[1].answer == "[-1,3]"  # "$[-1,3]$" unwrapped
+    minerva = bm.load_benchmark("minerva_math", path=FIXTURES / "minerva_math" / "test.jsonl")
+    assert minerva[2].answer == "\\frac{1}{9}"  # last \boxed{} of the solution, nested braces kept
+
+
+def test_registry_entries():
+    assert set(EXPECTED) <= set(bm.list_benchmarks())
+    math500 = bm.get_benchmark("math500")
+    assert math500.levels == (1, 2, 3, 4, 5) and math500.grader == "math" and math500.display_name == "MATH500"
+    assert math500.path == bm.paths.BENCHMARKS / "math500" / "test.jsonl"
+
+
+def test_unknown_benchmark_lists_the_registered_ones():
+    with pytest.raises(BenchmarkError, match=r"unknown benchmark 'gsm9k'.*gsm8k"):
+        bm.load_benchmark("gsm9k")
+
+
+def test_missing_file_says_where_to_put_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    bench = bm.register_benchmark("tmp_missing", display_name="T", path=tmp_path / "nope.jsonl", layout="aime24",
+                                  grader="integer", hub={"path": "someone/some-set", "split": "test"})
+    try:
+        with pytest.raises(BenchmarkError, match=r"no file at .*nope.jsonl.*HF_HUB_OFFLINE=1.*README"):
+            bm.load_benchmark(bench.name)
+        with pytest.raises(BenchmarkError, match="no file"):
+            bm.load_benchmark("aime24", path=tmp_path / "absent.jsonl")
+    finally:
+        bm._REGISTRY.pop("tmp_missing")
+
+
+def test_wrong_layout_bad_json_and_bad_registration(tmp_path):
+    with pytest.raises(BenchmarkError, match=r"lacks field\(s\) \['problem'\].*--layout"):
+        bm.load_benchmark("math500", path=FIXTURES / "gsm8k" / "test.jsonl")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem": "1+1", "answer": "2"}\n{oops\n')
+    with pytest.raises(BenchmarkError, match=r"bad.jsonl:2: not valid JSON"):
+        bm.load_benchmark("aime24", path=bad)
+    dup = tmp_path / "dup.jsonl"
+    dup.write_text("\n".join(json.dumps({"idx": 1, "problem": "q", "answer": "1"}) for _ in range(2)))
+    with pytest.raises(BenchmarkError, match="duplicate problem id 1"):
+        bm.load_benchmark("aime24", path=dup)
+    with pytest.raises(ConfigError, match="allowed: gsm8k, math500"):
+        bm.register_benchmark("x", display_name="x", path="x.jsonl", layout="nope", grader="math")
+    with pytest.raises(ConfigError, match="allowed: math, integer"):
+        bm.register_benchmark("x", display_name="x", path="x.jsonl", layout="aime24", grader="exact")
+    with pytest.raises(ConfigError, match="positive"):
+        bm.load_benchmark("aime24", path=FIXTURES / "aime24" / "test.jsonl", limit=0)
+
+
+def test_benchmark_from_file_borrows_layout_and_grader():
+    path = FIXTURES / "math500" / "test.jsonl"
+    like_bench = bm.benchmark_from_file(path, like="math500")
+    assert (like_bench.name, like_bench.layout, like_bench.levels) == ("math500", "math500", (1, 2, 3, 4, 5))
+    assert len(bm.load_benchmark(like_bench)) == 5
+    with pytest.raises(ConfigError, match="neither a registered benchmark"):
+        bm.benchmark_from_file(path, like="nonsense")
+
+
+def test_external_registrations_are_loaded_lazily(monkeypatch, tmp_path):
+    """A registering module (as l2s_lib.organisms.benchmarks will be) is imported on the first lookup."""
+    fixture = tmp_path / "org.jsonl"
+    fixture.write_text("\n".join(json.dumps({"idx": i, "problem": f"Q: {i}+1 A:", "answer": str(i + 1),
+                                             "level": 1 + i % 3}) for i in range(6)))
+    (tmp_path / "l2s_fake_organisms.py").write_text(
+        "from l2s_lib.eval.benchmarks import register_benchmark\n"
+        f"register_benchmark('org_fake', display_name='Organism (fake)', path={str(fixture)!r}, "
+        "layout='math500', grader='integer', levels=[3, 1, 2])\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "l2s_fake_organisms", raising=False)
+    monkeypatch.setattr(bm, "_EXTERNAL_MODULES", ("l2s_fake_absent_module", "l2s_fake_organisms"))
+    monkeypatch.setattr(bm, "_EXTERNAL_LOADED", False)
+    try:
+        assert "org_fake" not in bm._REGISTRY
+        bench = bm.get_benchmark("org_fake")  # the absent module is skipped, the other one imported
+        assert bench.levels == (1, 2, 3) and bench.grader == "integer"
+        problems = bm.load_benchmark("org_fake")
+        assert [p.level for p in problems] == [1, 2, 3, 1, 2, 3] and problems[4].answer == "5"
+    finally:
+        bm._REGISTRY.pop("org_fake", None)
+
+
+def test_last_boxed():
+    assert bm.last_boxed(r"a \boxed{1} b \boxed{\frac{1}{2}} c") == r"\frac{1}{2}"
+    assert bm.last_boxed(r"\boxed{x} then \boxed{unbalanced") == "x"
+    assert bm.last_boxed(r"\boxed 7 done") == "7"
+    assert bm.last_boxed("none") is None

@@ -1,0 +1,144 @@
+"""The transformers backend on a tiny local Qwen2: determinism, batching, EOS ids, stop strings, counts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from l2s_lib.errors import ConfigError
+from l2s_lib.eval.generation import DecodingParams, HFBackend, eos_token_ids, finish, make_backend, resolve_dtype
+from l2s_lib.eval.prompts import build_prompt
+
+QUESTIONS = [
+    "What is 2+3?",
+    "Solve for x: 2x + 3 = 11.",
+    "Natalia sold clips to 48 of her friends in April, and then half as many in May. How many in total?",
+    "1+1",
+    "Wait, let me double-check the answer 42 once more, and recap the steps.",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_pair):
+    return tiny_pair[0]
+
+
+@pytest.fixture(scope="module")
+def unbatched(model_dir):
+    backend = HFBackend(model_dir, batch_size=1)
+    prompts = [build_prompt("qwen25-math-cot", q, backend.tokenizer) for q in QUESTIONS]
+    return backend, prompts, dict(backend.generate(prompts, DecodingParams(max_new_tokens=32), progress=False))
+
+
+def test_greedy_is_deterministic_and_batched_equals_unbatched(model_dir, unbatched):
+    _, prompts, one_by_one = unbatched
+    for batch_size in (2, 5):
+        batched = dict(HFBackend(model_dir, batch_size=batch_size).generate(prompts, DecodingParams(max_new_tokens=32),
+                                                                             progress=False))
+        assert batched == one_by_one
+    again = dict(HFBackend(model_dir, batch_size=1).generate(prompts, DecodingParams(max_new_tokens=32), progress=False))
+    assert again == one_by_one
+    # A random tiny model never emits EOS in 32 tokens: every response is cut by the cap.
+    assert {g.finish_reason for g in one_by_one.values()} == {"length"}
+    assert {g.n_tokens for g in one_by_one.values()} == {32}
+    assert all(g.n_tokens_retok == len(unbatched[0].tokenizer(g.text, add_special_tokens=False)["input_ids"])
+               for g in one_by_one.values())
+
+
+def test_generation_config_eos_ids_stop_generation(model_dir, unbatched, tmp_path):
+    """An id listed only in generation_config.json's eos_token_id ends generation, in batches too."""
+    backend, prompts, reference = unbatched
+    with torch.inference_mode():
+        ids = backend.model.generate(**backend.tokenizer(prompts[0], return_tensors="pt"), max_new_tokens=32,
+                                     do_sample=False)[0, -32:].tolist()
+    extra = ids[5]  # a token the model emits early in the first answer
+    copy = tmp_path / "model"
+    shutil.copytree(model_dir, copy)
+    cfg = json.loads((copy / "generation_config.json").read_text())
+    cfg["eos_token_id"] = [cfg["eos_token_id"], extra]
+    (copy / "generation_config.json").write_text(json.dumps(cfg))
+
+    with_eos = HFBackend(copy, batch_size=3)
+    assert eos_token_ids(with_eos.tokenizer, with_eos.model.generation_config)[-1] == extra
+    out = dict(with_eos.generate(prompts, DecodingParams(max_new_tokens=32), progress=False))
+    first = out[0]
+    assert first.finish_reason == "eos" and first.n_tokens == ids.index(extra)
+    for i, g in out.items():
+        assert reference[i].text.startswith(g.text)
+        assert g.finish_reason == ("eos" if g.n_tokens < 32 else "length")
+
+
+def test_stop_strings_cut_the_text(model_dir, unbatched):
+    backend, prompts, reference = unbatched
+    stop = reference[2].text[8:12]
+    assert stop.strip(), "fixture: pick a visible stop string"
+    out = dict(HFBackend(model_dir, batch_size=5).generate(prompts, DecodingParams(max_new_tokens=32, stop=(stop,)),
+                                                           progress=False))
+    for i, g in out.items():
+        full = reference[i].text
+        if stop in full:
+            assert g.finish_reason == "stop" and g.text == full[: full.index(stop)]
+            assert g.n_tokens < 32 or full.index(stop) + len(stop) > len(full) - 4
+        else:
+            assert g == reference[i]
+
+
+def test_sampling_is_seeded(model_dir, unbatched):
+    _, prompts, _ = unbatched
+    backend = HFBackend(model_dir, batch_size=5)
+    params = DecodingParams(max_new_tokens=16, temperature=1.0, top_p=0.95, seed=3)
+    a = dict(backend.generate(prompts, params, progress=False))
+    b = dict(backend.generate(prompts, params, progress=False))
+    assert a == b
+
+
+def test_finish_counts_exclude_eos_and_padding(unbatched):
+    tok = unbatched[0].tokenizer
+    eos, pad = tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id
+    body = tok("The answer is 7", add_special_tokens=False)["input_ids"]
+    g = finish(tok, body + [eos, pad, pad], [eos], (), 10, pad)
+    assert (g.text, g.n_tokens, g.finish_reason) == ("The answer is 7", len(body), "eos")
+    g = finish(tok, body, [eos], (), len(body), pad)
+    assert (g.n_tokens, g.finish_reason) == (len(body), "length")
+    g = finish(tok, body + [pad, pad], [eos], (" is",), 10, pad)  # ended by a stop string, then padded
+    assert (g.text, g.n_tokens, g.finish_reason) == ("The answer", len(body), "stop")
+
+
+def test_bad_parameters():
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        DecodingParams(max_new_tokens=0)
+    with pytest.raises(ConfigError, match="top_p"):
+        DecodingParams(max_new_tokens=5, top_p=0)
+    with pytest.raises(ConfigError, match="allowed: hf, vllm"):
+        make_backend("tgi", "x")
+    with pytest.raises(ConfigError, match="unknown dtype"):
+        resolve_dtype("int8", "cpu")
+    assert resolve_dtype("auto", "cpu") == "float32" and resolve_dtype("auto", "cuda:0") == "bfloat16"
+    assert resolve_dtype("bf16", "cpu") == "bfloat16"
+
+
+def test_vllm_backend_needs_vllm(model_dir):
+    try:
+        import vllm  # noqa: F401
+    except ImportError:
+        with pytest.raises(ConfigError, match="pip install 'l2s-lib\\[vllm\\]'"):
+            make_backend("vllm", model_dir)
+        pytest.skip("vLLM not installed: only its clear error is tested")
+    if not torch.cuda.is_available():
+        pytest.skip("vLLM needs a GPU")
+    backend = make_backend("vllm", model_dir, dtype="float32", tensor_parallel_size=1, gpu_memory_utilization=0.2)
+    prompts = [build_prompt("qwen25-math-cot", q, backend.tokenizer) for q in QUESTIONS]
+    out = dict(backend.generate(prompts, DecodingParams(max_new_tokens=16), progress=False))
+    assert sorted(out) == list(range(len(QUESTIONS))) and all(g.n_tokens <= 16 for g in out.values())
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_matches_cpu_in_fp32(model_dir, unbatched):
+    _, prompts, reference = unbatched
+    out = dict(HFBackend(model_dir, device="cuda", dtype="float32", batch_size=5).generate(
+        prompts, DecodingParams(max_new_tokens=32), progress=False))
+    assert sum(out[i] == reference[i] for i in out) >= len(out) - 1  # kernels differ; near-ties may flip one

@@ -1,0 +1,137 @@
+"""evaluate(): records and summary, resumable cache (interrupt and resume), instant re-runs, the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from l2s_lib import metrics
+from l2s_lib.cli import main
+from l2s_lib.eval import benchmark_from_file, evaluate
+from l2s_lib.eval.cache import GenerationCache
+from l2s_lib.eval.generation import HFBackend
+from l2s_lib.eval.runner import RECORD_COLUMNS
+
+FIXTURES = Path(__file__).parent / "fixtures" / "benchmarks"
+MATH500 = FIXTURES / "math500" / "test.jsonl"
+GSM8K = FIXTURES / "gsm8k" / "test.jsonl"
+BUDGET = 12
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_pair):
+    return tiny_pair[1]
+
+
+@pytest.fixture
+def benches():
+    return [benchmark_from_file(MATH500, like="math500"), benchmark_from_file(GSM8K, like="gsm8k")]
+
+
+class Interrupted(Exception):
+    pass
+
+
+class InterruptingBackend(HFBackend):
+    """Raises after ``k`` samples, as a killed run would stop."""
+
+    def __init__(self, model, k, **kw):
+        super().__init__(model, **kw)
+        self.k = k
+
+    def generate(self, prompts, params, progress=True, desc="generate"):
+        for n, item in enumerate(super().generate(prompts, params, progress, desc)):
+            if n == self.k:
+                raise Interrupted
+            yield item
+
+
+class NoGenerationBackend(HFBackend):
+    def generate(self, *a, **k):
+        raise AssertionError("a finished run must be served from the cache")
+
+
+def test_records_and_summary(model_dir, benches, tmp_path):
+    res = evaluate(model_dir, benches, max_new_tokens=BUDGET, batch_size=3, use_cache=False, progress=False,
+                   out_dir=tmp_path / "out", model_name="tiny-s2")
+    rec = res.records
+    assert list(rec.columns) == RECORD_COLUMNS and len(rec) == 5 + 4
+    assert set(rec["model"]) == {"tiny-s2"} and list(rec["benchmark"].unique()) == ["math500", "gsm8k"]
+    assert (rec["n_tokens"] <= BUDGET).all() and set(rec["finish_reason"]) <= {"eos", "length", "stop"}
+    assert (rec["truncated"] == (rec["finish_reason"] == "length")).all()
+    s = res.summary
+    assert list(s.columns) == metrics.SUMMARY_COLUMNS
+    assert list(s[s.benchmark == "math500"]["level"]) == ["1", "2", "3", "5", "all"]
+    assert list(s[s.benchmark == "gsm8k"]["level"]) == ["all"]
+    row = s[(s.benchmark == "math500") & (s.level == "all")].iloc[0]
+    assert row.n == 5 and row.mean_tokens == rec[rec.benchmark == "math500"]["n_tokens"].mean()
+    # Files for the notebooks and the CLI.
+    written = pd.read_csv(tmp_path / "out" / "summary.csv")
+    assert list(written.columns) == metrics.SUMMARY_COLUMNS and len(written) == len(s)
+    lines = (tmp_path / "out" / "samples.jsonl").read_text().splitlines()
+    assert len(lines) == 9 and json.loads(lines[0])["idx"] == "test/prealgebra/9001.json"
+    assert res.settings["benchmarks"]["math500"]["prompt"] == "qwen25-math-cot"
+
+
+def test_interrupted_run_resumes_to_the_same_records(model_dir, benches, tmp_path):
+    kw = dict(max_new_tokens=BUDGET, batch_size=2, progress=False, model_name="m", cache_dir=tmp_path / "cache")
+    reference = evaluate(model_dir, benches, **{**kw, "use_cache": False}).records
+
+    k = 3
+    with pytest.raises(Interrupted):
+        evaluate(model_dir, benches, backend=InterruptingBackend(model_dir, k, batch_size=2), **kw)
+    files = list((tmp_path / "cache" / "generations").glob("math500__*.jsonl"))
+    assert len(files) == 1 and len(files[0].read_text().splitlines()) == k  # every finished sample kept
+    with files[0].open("a") as f:
+        f.write('{"idx": "half-writ')  # and a run killed mid-write leaves a partial line
+
+    resumed = evaluate(model_dir, benches, **kw)
+    assert resumed.settings["benchmarks"]["math500"]["generated"] == 5 - k
+    pd.testing.assert_frame_equal(resumed.records, reference)
+
+    again = evaluate(model_dir, benches, backend=NoGenerationBackend(model_dir, batch_size=2), **kw)
+    pd.testing.assert_frame_equal(again.records, reference)
+    assert len(files[0].read_text().splitlines()) == 5
+
+
+def test_cache_key_and_overrides(model_dir, benches, tmp_path):
+    kw = dict(batch_size=5, progress=False, cache_dir=tmp_path / "cache")
+    a = evaluate(model_dir, benches[0], max_new_tokens=BUDGET, **kw)
+    # Another budget is another key: generated afresh, and the per-benchmark mapping is honoured.
+    b = evaluate(model_dir, benches, max_new_tokens={"math500": 6, "gsm8k": 4}, **kw)
+    assert b.settings["benchmarks"]["math500"]["generated"] == 5
+    assert b.records.groupby("benchmark")["n_tokens"].max().to_dict() == {"gsm8k": 4, "math500": 6}
+    # The 6-token answers are prefixes of the 12-token ones (greedy).
+    short = b.records[b.records.benchmark == "math500"]["response"].tolist()
+    assert all(full.startswith(s) for full, s in zip(a.records["response"], short))
+    # A different prompt template is a different key too.
+    c = evaluate(model_dir, benches[0], max_new_tokens=BUDGET, prompt="chat", **kw)
+    assert c.settings["benchmarks"]["math500"]["generated"] == 5
+    keys = sorted(json.loads(p.read_text())["prompt"] for p in (tmp_path / "cache" / "generations").glob("math500*.key.json"))
+    assert keys == ["chat", "qwen25-math-cot", "qwen25-math-cot"]
+
+
+def test_cache_ignores_entries_of_changed_questions(tmp_path):
+    cache = GenerationCache(tmp_path, "b", {"k": 1})
+    cache.append({"idx": 1, "prompt_sha": "aaa", "response": "x"})
+    cache.append({"idx": 2, "prompt_sha": "bbb", "response": "y"})
+    assert set(cache.load()) == {"1", "2"}
+    assert GenerationCache(tmp_path, "b", {"k": 2}).load() == {}
+
+
+def test_cli_eval(model_dir, tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["eval", "--model", str(model_dir), "--benchmark-file", str(MATH500), "--layout", "math500",
+               "--max-new-tokens", "8", "--batch-size", "5", "--out", str(out), "--quiet", "--no-cache"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "accuracy" in printed and "truncated_pct" in printed
+    assert (out / "samples.jsonl").is_file() and len(pd.read_csv(out / "summary.csv")) == 5
+    assert main(["eval", "--model", str(model_dir), "--benchmarks", "no_such_bench"]) == 2
+    assert "unknown benchmark 'no_such_bench'" in capsys.readouterr().err
+    assert main(["eval", "--model", str(model_dir), "--benchmark-file", str(MATH500)]) == 2
+    assert "needs --layout" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tmp_path / "no_model"), "--benchmarks", "math500"]) == 2
