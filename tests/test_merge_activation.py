@@ -190,3 +190,40 @@ def test_sens_without_base_and_one_model_is_ta(tiny_pair):
     assert all(c == [pytest.approx(0.6)] for c in ctx.state["sens"]["coefficients"].values())
     for n in ta:
         torch.testing.assert_close(merged[n], ta[n], rtol=1e-6, atol=1e-7)
+
+
+# --- through the driver ----------------------------------------------------------------------------
+
+
+def test_driver_end_to_end_with_cached_calibration(tiny_pair_bf16, tmp_path, monkeypatch):
+    """aim_ties and sens through ``merge``: provenance holds the calibration hash; a rerun loads no model."""
+    import json
+
+    from l2s_lib.merge import merge
+
+    s1, s2 = tiny_pair_bf16
+    cfgs = {
+        "aim_ties": {"merge_method": "aim_ties", "base_model": str(s1),
+                     "models": [{"model": str(s2), "parameters": {"density": 0.2}}],
+                     "parameters": {**CALIB, "omega": 0.4}, "policies": {"trim_mode": "global"}},
+        "sens": {"merge_method": "sens", "base_model": str(s1), "models": [{"model": str(s2)}],
+                 "parameters": {**SENS, "temperature": 2.0}},
+    }
+    first = {k: merge(c, tmp_path / f"{k}1", progress=False) for k, c in cfgs.items()}
+
+    def no_model(*a, **k):
+        raise AssertionError("the rerun must use the cached statistics")
+
+    monkeypatch.setattr(cal, "load_causal_lm", no_model)
+    for k, c in cfgs.items():
+        second = merge(c, tmp_path / f"{k}2", progress=False)
+        a, b = Source(first[k]), Source(second)
+        for n in a.tensor_names():
+            t = a.get_tensor(n)
+            assert t.dtype == torch.bfloat16 and torch.isfinite(t.float()).all() and torch.equal(t, b.get_tensor(n)), n
+        prov = json.loads((first[k] / "l2s_provenance.json").read_text())["prepass_state"]["provenance"]["calibration"]
+        if k == "aim_ties":
+            assert prov["aim"]["sha256_16"] == cal.load_calibration(FIXTURE, "short", 6, 0).fingerprint
+        else:
+            sides = [p["side"] for p in prov["sens"]["participants"]]
+            assert sides == ["long", "short"] and all(len(p["sha256_16"]) == 16 for p in prov["sens"]["participants"])

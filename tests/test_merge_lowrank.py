@@ -206,3 +206,51 @@ def test_methods_on_tiny_checkpoints(tiny_pair_bf16, method, params, model_param
         assert torch.equal(m, results[1][name]), name
     moved = [n for n, m in results[0].items() if s1[n].ndim == 2 and not torch.allclose(m, s1[n].float())]
     assert len(moved) == sum(t.ndim == 2 for t in s1.values())
+
+
+# --- through the driver ----------------------------------------------------------------------------
+
+
+def _configs(s1, s2):
+    return {
+        "lore": {"merge_method": "lore", "base_model": str(s1),
+                 "models": [{"model": str(s1), "parameters": {"weight": 0.3}},
+                            {"model": str(s2), "parameters": {"weight": 0.7}}], "parameters": {"threshold": 0.05}},
+        "twin": {"merge_method": "twin", "base_model": str(s1), "models": [{"model": str(s2)}],
+                 "parameters": {"rank_ratio": 0.25}},
+        "iso_c": {"merge_method": "iso_c", "base_model": str(s1), "models": [{"model": str(s2)}],
+                  "policies": {"scope": {"norms": False}}},
+    }
+
+
+@pytest.mark.parametrize("method", ["lore", "twin", "iso_c"])
+def test_driver_end_to_end_bf16(tiny_pair_bf16, tmp_path, method):
+    """The streaming driver on a bf16 pair: bf16 output, same names and shapes, finite, bit-identical reruns."""
+    from l2s_lib.merge import merge
+
+    s1, s2 = tiny_pair_bf16
+    cfg = _configs(s1, s2)[method]
+    out1 = merge(cfg, tmp_path / "a", progress=False)
+    out2 = merge(cfg, tmp_path / "b", progress=False)
+    t1, t2, ref = _tensors(out1), _tensors(out2), _tensors(s1)
+    assert set(t1) == set(ref)
+    for name, m in t1.items():
+        assert m.dtype == torch.bfloat16 and m.shape == ref[name].shape, name
+        assert torch.isfinite(m.float()).all() and torch.equal(m, t2[name]), name
+    prov = (out1 / "l2s_provenance.json").read_text()
+    assert f'"name": "{method}"' in prov
+
+
+def test_paper_configs_validate():
+    from l2s_lib import paths
+    from l2s_lib.merge import load_config
+
+    files = {f.name: f for f in paths.MERGE_CONFIGS.glob("paper_*.yaml")}
+    mine = [n for n in files if n.endswith(("_aim_ties.yaml", "_sens.yaml", "_lore.yaml", "_twin.yaml", "_iso_c.yaml"))]
+    assert {"paper_7b_aim_ties.yaml", "paper_7b_sens.yaml", "paper_7b_lore.yaml", "paper_7b_twin.yaml",
+            "paper_7b_iso_c.yaml"} <= set(mine)
+    for n in mine:
+        cfg = load_config(files[n])
+        assert cfg.merge_method in {"aim_ties", "sens", "lore", "twin", "iso_c"}
+    lore = load_config(files["paper_7b_lore.yaml"])
+    assert [m.parameters["weight"] for m in lore.models] == [pytest.approx(0.3), pytest.approx(0.7)]

@@ -99,6 +99,13 @@ class AIMBase(MergeMethod):
     has_prepass = True
 
     @classmethod
+    def check(cls, params, model_params, where):
+        """The wrapped method's cross-parameter checks, on its own parameters."""
+        inner_check = getattr(get_method(cls.inner_name), "check", None)
+        if inner_check is not None:
+            inner_check(cls.inner_params(params), model_params, where)
+
+    @classmethod
     def inner_params(cls, params: dict[str, Any]) -> dict[str, Any]:
         own = {p.name for p in AIM_PARAMS}
         return {k: v for k, v in params.items() if k not in own}
