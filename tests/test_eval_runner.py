@@ -125,12 +125,29 @@ def test_cache_key_and_overrides(model_dir, benches, tmp_path):
     assert keys == ["chat", "qwen25-math-cot", "qwen25-math-cot"]
 
 
-def test_cache_ignores_entries_of_changed_questions(tmp_path):
+def test_edited_question_is_generated_again(model_dir, tmp_path):
+    rows = [json.loads(line) for line in MATH500.read_text().splitlines()]
+    path = tmp_path / "math500" / "test.jsonl"
+    path.parent.mkdir()
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    kw = dict(max_new_tokens=4, batch_size=5, progress=False, cache_dir=tmp_path / "cache")
+    evaluate(model_dir, benchmark_from_file(path, like="math500"), **kw)
+    rows[2]["problem"] = "What is $\\sqrt{72}$ in simplest radical form?"
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    edited = evaluate(model_dir, benchmark_from_file(path, like="math500"), **kw)
+    assert edited.settings["benchmarks"]["math500"]["generated"] == 1  # only the edited problem
+    again = evaluate(model_dir, benchmark_from_file(path, like="math500"), **kw)
+    assert again.settings["benchmarks"]["math500"]["generated"] == 0  # the newest line of an id wins
+    pd.testing.assert_frame_equal(again.records, edited.records)
+
+
+def test_cache_files_are_per_key(tmp_path):
     cache = GenerationCache(tmp_path, "b", {"k": 1})
     cache.append({"idx": 1, "prompt_sha": "aaa", "response": "x"})
     cache.append({"idx": 2, "prompt_sha": "bbb", "response": "y"})
     assert set(cache.load()) == {"1", "2"}
     assert GenerationCache(tmp_path, "b", {"k": 2}).load() == {}
+    assert json.loads(cache.key_path.read_text()) == {"k": 1}
 
 
 def test_cli_eval(model_dir, tmp_path, capsys):
@@ -146,3 +163,33 @@ def test_cli_eval(model_dir, tmp_path, capsys):
     assert main(["eval", "--model", str(model_dir), "--benchmark-file", str(MATH500)]) == 2
     assert "needs --layout" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "no_model"), "--benchmarks", "math500"]) == 2
+
+
+def test_grades_are_cached_unless_timed_out(model_dir, tmp_path, monkeypatch):
+    from l2s_lib.eval import grading
+
+    bench = benchmark_from_file(MATH500, like="math500")
+    kw = dict(max_new_tokens=4, batch_size=5, progress=False, cache_dir=tmp_path / "cache")
+    real = grading.grade_response
+
+    def timing_out(response, reference, grader="math"):
+        g = real(response, reference, grader)
+        return grading.Grade(g.extracted, False, timed_out=True)
+
+    monkeypatch.setattr(grading, "grade_response", timing_out)
+    first = evaluate(model_dir, bench, **kw)
+    assert first.settings["benchmarks"]["math500"]["grade_timeouts"] == 5
+    grades_file = next((tmp_path / "cache" / "generations").glob("*.grades.jsonl"), None)
+    assert grades_file is None  # nothing undecided was stored
+
+    monkeypatch.setattr(grading, "grade_response", real)
+    second = evaluate(model_dir, bench, **kw)
+    assert second.settings["benchmarks"]["math500"]["grade_timeouts"] == 0
+    assert len(next((tmp_path / "cache" / "generations").glob("*.grades.jsonl")).read_text().splitlines()) == 5
+
+    def must_not_grade(*a, **k):
+        raise AssertionError("decided grades are read from the cache")
+
+    monkeypatch.setattr(grading, "grade_response", must_not_grade)
+    third = evaluate(model_dir, bench, **kw)
+    pd.testing.assert_frame_equal(third.records, second.records)

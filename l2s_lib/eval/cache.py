@@ -6,7 +6,11 @@ line per problem, appended and flushed as soon as the response exists, beside a 
 out the key. An interrupted run leaves every finished sample on disk (a half-written last line is
 dropped on the next open), and the next run generates only what is missing. Each line also stores a
 hash of the exact prompt text, so an edited question or template is generated again rather than served
-stale. Grades are not stored: they are recomputed from the text on every read.
+stale.
+
+Grades live beside it (``.grades.jsonl``), keyed by the response's and the reference's hashes, the
+grader and its version, so that re-reading a finished run of thousands of samples does not re-run
+math-verify; a grade that timed out is never stored.
 """
 
 from __future__ import annotations
@@ -17,6 +21,11 @@ import os
 from pathlib import Path
 
 from l2s_lib.fingerprint import data_fingerprint
+
+
+def grade_key(idx, response: str, reference: str, grader: str, version: str) -> str:
+    """What a stored grade depends on: the sample, the response, the reference, the grader and its version."""
+    return "|".join([str(idx), text_sha(response), text_sha(str(reference)), grader, version])
 
 
 def text_sha(text: str, length: int = 16) -> str:
@@ -34,12 +43,14 @@ class GenerationCache:
         folder = Path(root) / "generations"
         self.path = folder / f"{safe}__{self.digest}.jsonl"
         self.key_path = folder / f"{safe}__{self.digest}.key.json"
+        self.grades_path = folder / f"{safe}__{self.digest}.grades.jsonl"
 
-    def _repair(self) -> None:
+    @staticmethod
+    def _repair(path: Path) -> None:
         """Drop a half-written last line (a run killed mid-write) so appends start on a fresh line."""
-        if not self.path.exists():
+        if not path.exists():
             return
-        with self.path.open("rb+") as f:
+        with path.open("rb+") as f:
             f.seek(0, os.SEEK_END)
             size = f.tell()
             if size == 0:
@@ -52,32 +63,47 @@ class GenerationCache:
             f.truncate(data.rfind(b"\n") + 1)
 
     def load(self) -> dict[str, dict]:
-        """Finished samples by ``str(idx)`` (the first line of an id wins)."""
-        self._repair()
-        out: dict[str, dict] = {}
-        if not self.path.exists():
-            return out
-        with self.path.open(encoding="utf-8") as f:
+        """Finished samples by ``str(idx)`` (the newest line of an id wins: a regenerated sample)."""
+        return {str(rec["idx"]): rec for rec in self._read(self.path) if "idx" in rec}
+
+    def _read(self, path: Path) -> list[dict]:
+        self._repair(path)
+        if not path.exists():
+            return []
+        out = []
+        with path.open(encoding="utf-8") as f:
             for line in f:
                 if not line.strip():
                     continue
                 try:
-                    rec = json.loads(line)
+                    out.append(json.loads(line))
                 except json.JSONDecodeError:
                     continue  # a corrupt line is generated again rather than trusted
-                out.setdefault(str(rec["idx"]), rec)
         return out
+
+    def load_grades(self) -> dict[str, dict]:
+        """Stored grades by grade key (see ``grade_key``)."""
+        return {rec["key"]: rec for rec in self._read(self.grades_path) if "key" in rec}
+
+    def append_grade(self, key: str, extracted: str | None, correct: bool) -> None:
+        """Store one decided grade."""
+        self._append(self.grades_path, {"key": key, "extracted": extracted, "correct": bool(correct)})
 
     def append(self, record: dict) -> None:
         """Append one sample and flush it to the operating system at once."""
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.key_path.write_text(json.dumps(self.key, indent=2, sort_keys=True, default=str) + "\n")
-        with self.path.open("a", encoding="utf-8") as f:
+        self._append(self.path, record)
+
+    @staticmethod
+    def _append(path: Path, record: dict) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as f:
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
             f.flush()
 
     def clear(self) -> None:
         """Delete this key's cache file."""
-        for p in (self.path, self.key_path):
+        for p in (self.path, self.key_path, self.grades_path):
             p.unlink(missing_ok=True)

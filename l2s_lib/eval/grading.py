@@ -12,18 +12,21 @@ what follows the last "The answer is", else the last number. ``is_correct`` comp
 
 math-verify bounds its sympy work with ``signal.alarm`` timeouts, which only work in the main thread; in
 another thread (a notebook's worker, a thread pool) the timeouts are switched off instead of failing.
-A parse that times out counts as wrong for that call only: grades are never cached (the evaluation
-cache stores generations and grades them again on every read), so a slow machine cannot freeze a
-wrong grade into the cache.
+A comparison that times out counts as wrong and is flagged (``Grade.timed_out``): the evaluation caches
+only grades that were decided, so a slow machine cannot freeze a wrong grade into the cache.
 """
 
 from __future__ import annotations
 
 import re
 import threading
+from dataclasses import dataclass
 
 from l2s_lib.errors import ConfigError
 from l2s_lib.eval.benchmarks import GRADERS, last_boxed
+
+#: Bump when extraction or comparison rules change: cached grades of another version are recomputed.
+GRADER_VERSION = "1"
 
 #: Seconds math-verify may spend parsing one answer and comparing two (main thread only).
 PARSE_TIMEOUT = 5
@@ -67,22 +70,43 @@ def _timeouts() -> tuple[int | None, int | None]:
     return None, None
 
 
+class GradeTimeout(Exception):
+    """math-verify ran out of time: the grade is unknown (counted wrong, never cached)."""
+
+
+def _parse(text: str, timeout: int | None):
+    from math_verify import parse
+    from math_verify.errors import TimeoutException
+
+    try:
+        return parse(text, parsing_timeout=timeout, raise_on_error=True)
+    except TimeoutException as exc:  # a BaseException in math-verify, so caught by name
+        raise GradeTimeout(text) from exc
+    except Exception:  # unparseable LaTeX: no expression (what raise_on_error=False would return)
+        return []
+
+
 def math_equal(answer: str, reference: str) -> bool:
-    """Whether two answer strings are mathematically equivalent (math-verify, gold = ``reference``)."""
-    from math_verify import parse, verify
+    """Whether two answer strings are mathematically equivalent (math-verify, gold = ``reference``).
+
+    Raises ``GradeTimeout`` when math-verify times out.
+    """
+    from math_verify import verify
+    from math_verify.errors import TimeoutException
 
     parse_timeout, verify_timeout = _timeouts()
     # Wrapping in $...$ tells math-verify's LaTeX extractor that the whole string is the expression.
-    gold = parse(f"${reference}$", parsing_timeout=parse_timeout)
-    if not gold:
-        gold = parse(reference, parsing_timeout=parse_timeout)
-    pred = parse(f"${answer}$", parsing_timeout=parse_timeout)
-    if not pred:
-        pred = parse(answer, parsing_timeout=parse_timeout)
+    gold = _parse(f"${reference}$", parse_timeout) or _parse(reference, parse_timeout)
+    pred = _parse(f"${answer}$", parse_timeout) or _parse(answer, parse_timeout)
     if not gold or not pred:
         # Unparseable on either side (plain words such as "Evelyn"): compare normalised text.
         return _normalise_text(answer) == _normalise_text(reference)
-    return bool(verify(gold, pred, timeout_seconds=verify_timeout))
+    try:
+        return bool(verify(gold, pred, timeout_seconds=verify_timeout, raise_on_error=True))
+    except TimeoutException as exc:
+        raise GradeTimeout(answer) from exc
+    except Exception:  # sympy failures on exotic expressions: not equal (as raise_on_error=False does)
+        return False
 
 
 def _normalise_text(s: str) -> str:
@@ -102,17 +126,36 @@ def integer_equal(answer: str, reference: str) -> bool:
     return a is not None and a == r
 
 
-def grade(response: str, reference: str, grader: str = "math") -> tuple[str | None, bool]:
-    """``(extracted answer, correct)`` for one response."""
+@dataclass(frozen=True)
+class Grade:
+    """A grading outcome: the extracted answer, whether it is right, whether math-verify timed out."""
+
+    extracted: str | None
+    correct: bool
+    timed_out: bool = False
+
+
+def grade_response(response: str, reference: str, grader: str = "math") -> Grade:
+    """Extract the final answer of ``response`` and compare it with ``reference`` using ``grader``."""
     if grader not in GRADERS:
         raise ConfigError(f"unknown grader {grader!r}; allowed: {', '.join(GRADERS)}")
     answer = extract_answer(response)
     if answer is None:
-        return None, False
-    ok = integer_equal(answer, reference) if grader == "integer" else math_equal(answer, str(reference))
-    return answer, ok
+        return Grade(None, False)
+    if grader == "integer":
+        return Grade(answer, integer_equal(answer, reference))
+    try:
+        return Grade(answer, math_equal(answer, str(reference)))
+    except GradeTimeout:
+        return Grade(answer, False, timed_out=True)
+
+
+def grade(response: str, reference: str, grader: str = "math") -> tuple[str | None, bool]:
+    """``(extracted answer, correct)`` for one response."""
+    g = grade_response(response, reference, grader)
+    return g.extracted, g.correct
 
 
 def is_correct(response: str, reference: str, grader: str = "math") -> bool:
     """Whether the final answer of ``response`` matches ``reference`` (math-verify, or exact integer)."""
-    return grade(response, reference, grader)[1]
+    return grade_response(response, reference, grader).correct

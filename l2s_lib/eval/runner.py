@@ -18,9 +18,9 @@ from pathlib import Path
 from l2s_lib import metrics, paths
 from l2s_lib.errors import CheckpointError, ConfigError
 from l2s_lib.eval.benchmarks import Benchmark, get_benchmark, load_benchmark
-from l2s_lib.eval.cache import GenerationCache, text_sha
+from l2s_lib.eval import grading
+from l2s_lib.eval.cache import GenerationCache, grade_key, text_sha
 from l2s_lib.eval.generation import Backend, DecodingParams, make_backend
-from l2s_lib.eval.grading import grade
 from l2s_lib.eval.prompts import get_prompt
 
 #: Defaults of the paper's protocol for System 2 and the merges (System 1: prompt "cot", 8192 tokens).
@@ -66,7 +66,7 @@ def resolve_model_dir(model: str | os.PathLike) -> Path:
     p = Path(model)
     if p.is_dir():
         return p
-    if p.exists() or str(model).startswith((".", "/")) or str(model).count("/") != 1:
+    if p.exists() or str(model).startswith((".", "/")) or str(model).count("/") > 1:
         raise CheckpointError(f"model {str(model)!r} is neither a model folder nor a hub id (owner/name)")
     try:
         from huggingface_hub import snapshot_download
@@ -77,6 +77,16 @@ def resolve_model_dir(model: str | os.PathLike) -> Path:
             f"model {str(model)!r}: no local folder and the hub snapshot is unavailable ({type(exc).__name__}: "
             f"{exc}). Download it first or pass a local path."
         ) from exc
+
+
+def _grader_version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        mv = version("math-verify")
+    except PackageNotFoundError:  # pragma: no cover
+        mv = "?"
+    return f"{grading.GRADER_VERSION}+math-verify-{mv}"
 
 
 def _per_benchmark(value, name: str):
@@ -133,9 +143,12 @@ def evaluate(
     Returns an ``EvalResult`` whose ``records`` hold one row per sample (columns ``RECORD_COLUMNS``).
     """
     import pandas as pd
+    from tqdm.auto import tqdm
 
     benches = _parse_benchmarks(benchmarks)
     if isinstance(backend, Backend):
+        if Path(str(model)) != Path(backend.model_id):
+            raise ConfigError(f"model {str(model)!r} differs from the given backend's model {backend.model_id!r}")
         engine = backend
     else:
         kw = dict(device=device, dtype=dtype, batch_size=batch_size)
@@ -191,9 +204,21 @@ def evaluate(
             "from_cache": len(problems) - len(todo), "seconds": round(time.perf_counter() - started, 3),
             "cache_file": paths.relative_to_root(cache.path) if cache else None, "grader": bench.grader,
         }
-        for i, p in enumerate(problems):
+        grades = cache.load_grades() if cache else {}
+        timeouts = 0
+        version = _grader_version()
+        for i, p in enumerate(tqdm(problems, desc=f"{bench.name}: grade", disable=not progress, unit="sample",
+                                   leave=False)):
             rec = generated[i]
-            extracted, correct = grade(rec["response"], p.answer, bench.grader)
+            gkey = grade_key(p.idx, rec["response"], p.answer, bench.grader, version)
+            if gkey in grades:
+                extracted, correct = grades[gkey]["extracted"], grades[gkey]["correct"]
+            else:
+                g = grading.grade_response(rec["response"], p.answer, bench.grader)
+                extracted, correct = g.extracted, g.correct
+                timeouts += g.timed_out
+                if cache and not g.timed_out:
+                    cache.append_grade(gkey, extracted, correct)
             n_kw = metrics.count_keywords(rec["response"], keywords)
             all_records.append({
                 "model": model_name, "benchmark": bench.name, "idx": p.idx, "level": p.level,
@@ -203,6 +228,7 @@ def evaluate(
                 "truncated": rec["finish_reason"] == "length", "reflective": n_kw > 0, "keyword_count": n_kw,
                 "prompt": template.name, "max_new_tokens": params.max_new_tokens,
             })
+        settings["benchmarks"][bench.name]["grade_timeouts"] = timeouts
     records = pd.DataFrame(all_records, columns=RECORD_COLUMNS)
     summary = metrics.summarize(records, keywords=keywords)
     result = EvalResult(records=records, summary=summary, settings=settings)
