@@ -102,9 +102,10 @@ def test_external_registrations_are_loaded_lazily(monkeypatch, tmp_path):
     fixture = tmp_path / "org.jsonl"
     fixture.write_text("\n".join(json.dumps({"idx": i, "problem": f"Q: {i}+1 A:", "answer": str(i + 1),
                                              "level": 1 + i % 3}) for i in range(6)))
-    (tmp_path / "l2s_fake_organisms.py").write_text(
+    (tmp_path / "l2s_fake_organisms.py").write_text(  # registers through register(), as organisms do
         "from l2s_lib.eval.benchmarks import register_benchmark\n"
-        f"register_benchmark('org_fake', display_name='Organism (fake)', path={str(fixture)!r}, "
+        "def register():\n"
+        f"    register_benchmark('org_fake', display_name='Organism (fake)', path={str(fixture)!r}, "
         "layout='math500', grader='integer', levels=[3, 1, 2])\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -195,19 +195,34 @@ def register_benchmark(
     return bench
 
 
-def _load_external() -> None:
-    global _EXTERNAL_LOADED
-    if _EXTERNAL_LOADED:
-        return
-    _EXTERNAL_LOADED = True
+def import_registrars(modules: Iterable[str]) -> None:
+    """Import modules that register benchmarks or prompts, skipping those that do not exist.
+
+    A module registers either when imported or through a ``register()`` function without arguments,
+    which is then called.
+    """
     import importlib
 
-    for module in _EXTERNAL_MODULES:
+    for module in modules:
         try:
-            importlib.import_module(module)
+            mod = importlib.import_module(module)
         except ModuleNotFoundError as exc:
             if exc.name is None or not module.startswith(exc.name):
                 raise  # a broken import inside an existing module is a bug to show, not to hide
+            continue
+        register = getattr(mod, "register", None)
+        if callable(register):
+            import inspect
+
+            if not inspect.signature(register).parameters:
+                register()
+
+
+def _load_external() -> None:
+    global _EXTERNAL_LOADED
+    if not _EXTERNAL_LOADED:
+        _EXTERNAL_LOADED = True
+        import_registrars(_EXTERNAL_MODULES)
 
 
 def list_benchmarks() -> list[str]:

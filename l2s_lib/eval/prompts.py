@@ -44,7 +44,7 @@ class PromptTemplate:
 _PROMPTS: dict[str, PromptTemplate] = {}
 _EXTERNAL_LOADED = False
 # Modules that register further prompts (the organism prompt); imported on the first lookup.
-_EXTERNAL_MODULES = ("l2s_lib.organisms.benchmarks", "l2s_lib.organisms.prompts")
+_EXTERNAL_MODULES = ("l2s_lib.organisms.prompts",)
 
 
 def register_prompt(name: str, builder: PromptBuilder, *, stop: Sequence[str] = ()) -> PromptTemplate:
@@ -58,17 +58,11 @@ def register_prompt(name: str, builder: PromptBuilder, *, stop: Sequence[str] = 
 
 def _load_external() -> None:
     global _EXTERNAL_LOADED
-    if _EXTERNAL_LOADED:
-        return
-    _EXTERNAL_LOADED = True
-    import importlib
+    if not _EXTERNAL_LOADED:
+        _EXTERNAL_LOADED = True
+        from l2s_lib.eval.benchmarks import import_registrars
 
-    for module in _EXTERNAL_MODULES:
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise
+        import_registrars(_EXTERNAL_MODULES)
 
 
 def list_prompts() -> list[str]:

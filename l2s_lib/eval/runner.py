@@ -48,7 +48,7 @@ class EvalResult:
         with (out / "samples.jsonl").open("w", encoding="utf-8") as f:
             for rec in self.records.to_dict(orient="records"):
                 f.write(json.dumps(rec, ensure_ascii=False, default=_jsonable) + "\n")
-        self.summary.to_csv(out / "summary.csv", index=False, float_format="%.4g")
+        self.summary.round(4).to_csv(out / "summary.csv", index=False)
         (out / "settings.json").write_text(json.dumps(self.settings, indent=2, default=str) + "\n")
         self.out_dir = out
         return out
