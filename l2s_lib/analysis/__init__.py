@@ -1,0 +1,1 @@
+"""Analyses of weights (task vectors) that the studies plot."""
