@@ -1,0 +1,150 @@
+"""Grids of models and merges, evaluated on benchmarks, with merges and generations cached.
+
+A study is a list of ``Entry``: a plain model (System 1, System 2, the DPO baseline) or a merge described by
+a mergekit-style config. ``evaluate`` materialises each merge once (under ``paths.cache_dir()/merges``, keyed
+by the inputs' content fingerprints and the resolved config, so every notebook that asks for the same merge
+reuses it), evaluates every entry through ``l2s_lib.eval.evaluate`` (whose generation cache makes a re-run
+instant), and returns one tidy summary with the entry's label, role, method and hyper-parameters as columns.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from l2s_lib import paths
+from l2s_lib.fingerprint import data_fingerprint, model_fingerprint
+
+ROLES = ("system1", "system2", "dpo", "merge")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One row of a study: a model to evaluate, given by path or by merge config.
+
+    ``label``: the name in tables and figures; ``role``: system1 / system2 / dpo / merge; ``model``: a path
+    or hub id (plain models); ``config``: a merge config dict (merges); ``eval``: per-entry overrides of the
+    evaluation (``prompt``, ``max_new_tokens``); ``meta``: values copied into the summary (hyper-parameters).
+    """
+
+    label: str
+    role: str
+    model: str | None = None
+    config: Mapping[str, Any] | None = None
+    eval: Mapping[str, Any] = field(default_factory=dict)
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {self.role!r}")
+        if (self.model is None) == (self.config is None):
+            raise ValueError(f"entry {self.label!r}: give exactly one of model= or config=")
+
+    @property
+    def method(self) -> str:
+        return self.config["merge_method"] if self.config else self.role
+
+
+def model(label: str, path: str | Path, role: str, **eval_overrides) -> Entry:
+    """A plain model entry (``eval_overrides``: prompt, max_new_tokens ...)."""
+    return Entry(label=label, role=role, model=str(path), eval=eval_overrides)
+
+
+def merge(label: str, method: str, base: str | Path | None, models: Sequence[str | Path],
+          params: Mapping[str, Any] | None = None, model_params: Mapping[str, Any] | Sequence[Mapping] | None = None,
+          policies: Mapping[str, Any] | None = None, seed: int = 0, dtype: str | None = None,
+          meta: Mapping[str, Any] | None = None, **eval_overrides) -> Entry:
+    """A merge entry. ``model_params``: one mapping for every model, or one per model."""
+    if model_params is None or isinstance(model_params, Mapping):
+        per_model = [dict(model_params or {}) for _ in models]
+    else:
+        per_model = [dict(p) for p in model_params]
+    config: dict[str, Any] = {
+        "merge_method": method,
+        "base_model": str(base) if base is not None else None,
+        "models": [{"model": str(m), "parameters": p} for m, p in zip(models, per_model)],
+        "parameters": dict(params or {}),
+        "seed": seed,
+        "policies": dict(policies or {}),
+    }
+    if base is None:
+        del config["base_model"]
+    if dtype:
+        config["dtype"] = dtype
+    shown = dict(meta or {}) | {k: v for k, v in (params or {}).items() if isinstance(v, (int, float, str))}
+    if len(per_model) == 1:
+        shown |= {k: v for k, v in per_model[0].items() if isinstance(v, (int, float))}
+    return Entry(label=label, role="merge", config=config, eval=eval_overrides, meta=shown)
+
+
+def merge_key(config: Mapping[str, Any]) -> str:
+    """Cache key of a merge: the resolved config with each input replaced by its content fingerprint."""
+    from l2s_lib.merge.config import load_config
+
+    cfg = load_config(dict(config)).to_dict()
+    refs = ([cfg["base_model"]] if cfg.get("base_model") else []) + [m["model"] for m in cfg["models"]]
+    prints = {ref: model_fingerprint(ref) if Path(ref).is_dir() else ref for ref in refs}
+    keyed = dict(cfg)
+    keyed["base_model"] = prints.get(cfg.get("base_model"))
+    keyed["models"] = [{"model": prints[m["model"]], "parameters": m["parameters"]} for m in cfg["models"]]
+    return data_fingerprint(keyed)
+
+
+def materialize(entry: Entry, device: str = "cpu", progress: bool = False, cache_root: str | Path | None = None) -> Path:
+    """The folder of the entry's model: its path, or the cached merge (made now if missing)."""
+    if entry.model is not None:
+        return Path(entry.model)
+    from l2s_lib.merge.driver import merge as run_merge
+
+    root = Path(cache_root) if cache_root else paths.cache_dir() / "merges"
+    out = root / f"{entry.config['merge_method']}-{merge_key(entry.config)}"
+    if (out / "l2s_provenance.json").is_file():
+        return out
+    if out.exists():  # a folder without provenance is not one the driver finished: redo it
+        shutil.rmtree(out)
+    root.mkdir(parents=True, exist_ok=True)
+    return run_merge(dict(entry.config), out, device=device, overwrite=False, progress=progress)
+
+
+@dataclass
+class GridResult:
+    """``summary``: the tidy summary of every entry (plus label/role/method/meta columns); ``records``:
+    per-sample records of every entry; ``entries``: what was run."""
+
+    summary: pd.DataFrame
+    records: pd.DataFrame
+    entries: list[Entry]
+
+    def labels(self, role: str | None = None) -> list[str]:
+        return [e.label for e in self.entries if role is None or e.role == role]
+
+    def roles(self) -> dict[str, str]:
+        return {e.label: e.role for e in self.entries}
+
+
+def evaluate(entries: Sequence[Entry], benchmarks: Sequence[str] | str, *, device: str = "cpu",
+             progress: bool = True, **eval_kw) -> GridResult:
+    """Evaluate every entry on ``benchmarks`` (``eval_kw`` go to ``l2s_lib.eval.evaluate``; an entry's own
+    ``eval`` overrides win). Labels must be unique."""
+    from tqdm.auto import tqdm
+
+    from l2s_lib.eval import evaluate as run_eval
+
+    labels = [e.label for e in entries]
+    dupes = sorted({x for x in labels if labels.count(x) > 1})
+    if dupes:
+        raise ValueError(f"entry labels must be unique; repeated: {dupes}")
+    summaries, records = [], []
+    for entry in tqdm(entries, desc="models", disable=not progress, unit="model"):
+        path = materialize(entry, device=device)
+        kw = dict(eval_kw) | dict(entry.eval)
+        res = run_eval(path, benchmarks, device=device, model_name=entry.label, progress=False, **kw)
+        extra = {"role": entry.role, "method": entry.method} | dict(entry.meta)
+        summaries.append(res.summary.assign(**extra))
+        records.append(res.records.assign(role=entry.role, method=entry.method))
+    return GridResult(pd.concat(summaries, ignore_index=True), pd.concat(records, ignore_index=True), list(entries))
