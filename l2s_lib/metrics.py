@@ -10,9 +10,11 @@ Definitions (Wu et al. 2025; checked against the paper's tables in ``tests/test_
 - **reflective response**: a response that contains at least one reflection keyword. The paper's
   footnote lists "wait, re-examine, recap, double-check, let me (just) check, let me (just) verify".
   Two lists are offered: ``"paper"`` (the footnote, matched as whole words, case-insensitive: the
-  default) and ``"paper-code"`` (the list as the paper's code is described to match: plain lower-case
-  substrings, without "let me verify"; "wait" then also counts inside "awaiting"). Use the second for
-  exact replication, the first for counts that mean what the footnote says.
+  default) and ``"paper-code"`` (the list as the paper's code is described to match in this project's
+  DESIGN.md: plain lower-case substrings, without "let me verify"; "wait" then also counts inside
+  "awaiting"). The paper's repository (hahahawu/Long-to-Short-via-Model-Merging) held no evaluation code
+  when this was written, so that list could not be checked against the source. Use the second for
+  replication of the paper's counts, the first for counts that mean what the footnote says.
 - **keyword frequency** (Table 3): the mean number of keyword occurrences per *reflective* response.
 - **truncation rate**: percentage of responses stopped by the length cap.
 """

@@ -352,7 +352,10 @@ def _hub_rows(bench: Benchmark) -> list[dict]:
     try:
         ds = datasets.load_dataset(**bench.hub)
     except Exception as exc:  # network, auth, renamed dataset: all the user's to fix
-        raise BenchmarkError(f"benchmark {bench.name!r}: cannot load {bench.hub} from the hub ({exc})") from exc
+        raise BenchmarkError(
+            f"benchmark {bench.name!r}: cannot load {bench.hub} from the hub ({exc}); or place the file at "
+            f"{paths.relative_to_root(bench.path)} (see data/benchmarks/README.md)"
+        ) from exc
     return [dict(r) for r in ds]
 
 

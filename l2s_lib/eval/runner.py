@@ -146,6 +146,8 @@ def evaluate(
     from tqdm.auto import tqdm
 
     benches = _parse_benchmarks(benchmarks)
+    # Read every benchmark first: a missing file should stop the run before a model is loaded.
+    problem_sets = {b.name: load_benchmark(b, limit=limit) for b in benches}
     if isinstance(backend, Backend):
         if Path(str(model)) != Path(backend.model_id):
             raise ConfigError(f"model {str(model)!r} differs from the given backend's model {backend.model_id!r}")
@@ -158,7 +160,10 @@ def evaluate(
     model_dir = resolve_model_dir(engine.model_id)
     from l2s_lib.fingerprint import model_fingerprint
 
-    fingerprint = model_fingerprint(model_dir)
+    try:
+        fingerprint = model_fingerprint(model_dir)
+    except FileNotFoundError as exc:
+        raise CheckpointError(f"model {str(model)!r}: {exc}") from exc
     if model_name is None:
         model_name = paths.relative_to_root(model) if Path(model).is_dir() else str(model)
     cache_root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
@@ -173,7 +178,7 @@ def evaluate(
         template = get_prompt(prompt_name)
         params = DecodingParams(max_new_tokens=int(budget), temperature=temperature, top_p=top_p, seed=seed,
                                 stop=template.stop)
-        problems = load_benchmark(bench, limit=limit)
+        problems = problem_sets[bench.name]
         prompts = [template.build(p.question, engine.tokenizer) for p in problems]
         shas = [text_sha(t) for t in prompts]
         key = {"model": fingerprint, "benchmark": bench.name, "prompt": template.name,
