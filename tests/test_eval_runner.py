@@ -193,3 +193,26 @@ def test_grades_are_cached_unless_timed_out(model_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(grading, "grade_response", must_not_grade)
     third = evaluate(model_dir, bench, **kw)
     pd.testing.assert_frame_equal(third.records, second.records)
+
+
+def test_benchmark_defaults_and_level_types(model_dir, tmp_path):
+    from l2s_lib.eval import benchmarks as bm
+
+    bm.register_benchmark("tmp_defaults", display_name="D", path=MATH500, layout="math500", grader="math",
+                          levels=[1, 2, 3, 5], prompt="chat", max_new_tokens=3)
+    try:
+        kw = dict(batch_size=5, progress=False, use_cache=False)
+        res = evaluate(model_dir, ["tmp_defaults", benchmark_from_file(GSM8K, like="gsm8k")], max_new_tokens={"gsm8k": 2},
+                       out_dir=tmp_path, **kw)
+        assert res.settings["benchmarks"]["tmp_defaults"]["prompt"] == "chat"
+        assert res.records.groupby("benchmark")["n_tokens"].max().to_dict() == {"tmp_defaults": 3, "gsm8k": 2}
+        assert res.settings["benchmarks"]["gsm8k"]["prompt"] == "qwen25-math-cot"
+        overridden = evaluate(model_dir, "tmp_defaults", prompt="cot", max_new_tokens=2, **kw)
+        assert overridden.settings["benchmarks"]["tmp_defaults"]["prompt"] == "cot"
+        assert overridden.records["n_tokens"].max() <= 2
+    finally:
+        bm._REGISTRY.pop("tmp_defaults")
+    # Levels stay ints (None where a benchmark has none), in the records and in samples.jsonl.
+    assert list(res.records["level"]) == [1, 3, 2, 2, 5, None, None, None, None]
+    first, last = (json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()[::8])
+    assert first["level"] == 1 and last["level"] is None

@@ -235,6 +235,9 @@ def evaluate(
             })
         settings["benchmarks"][bench.name]["grade_timeouts"] = timeouts
     records = pd.DataFrame(all_records, columns=RECORD_COLUMNS)
+    # Keep levels as written (ints, or None where a benchmark has none) rather than floats with NaN.
+    records["level"] = pd.Series([r["level"] for r in all_records], dtype=object)
+    records["idx"] = pd.Series([r["idx"] for r in all_records], dtype=object)
     summary = metrics.summarize(records, keywords=keywords)
     result = EvalResult(records=records, summary=summary, settings=settings)
     if out_dir is not None:
