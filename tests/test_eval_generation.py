@@ -92,9 +92,9 @@ def test_stop_strings_cut_the_text(model_dir, unbatched):
         full = reference[i].text
         if stop in full:
             assert g.finish_reason == "stop" and g.text == full[: full.index(stop)]
-            assert g.n_tokens < 32 or full.index(stop) + len(stop) > len(full) - 4
         else:
             assert g == reference[i]
+    assert out[2].n_tokens < 32  # generation itself stopped (not only the text cut), padded afterwards
 
 
 def test_sampling_is_seeded(model_dir, unbatched):
@@ -110,11 +110,11 @@ def test_finish_counts_exclude_eos_and_padding(unbatched):
     tok = unbatched[0].tokenizer
     eos, pad = tok.convert_tokens_to_ids("<|im_end|>"), tok.pad_token_id
     body = tok("The answer is 7", add_special_tokens=False)["input_ids"]
-    g = finish(tok, body + [eos, pad, pad], [eos], (), 10, pad)
+    g = finish(tok, body + [eos, pad, pad], [eos], (), pad)
     assert (g.text, g.n_tokens, g.finish_reason) == ("The answer is 7", len(body), "eos")
-    g = finish(tok, body, [eos], (), len(body), pad)
+    g = finish(tok, body, [eos], (), pad)
     assert (g.n_tokens, g.finish_reason) == (len(body), "length")
-    g = finish(tok, body + [pad, pad], [eos], (" is",), 10, pad)  # ended by a stop string, then padded
+    g = finish(tok, body + [pad, pad], [eos], (" is",), pad)  # ended by a stop string, then padded
     assert (g.text, g.n_tokens, g.finish_reason) == ("The answer", len(body), "stop")
 
 

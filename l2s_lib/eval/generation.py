@@ -106,7 +106,7 @@ def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
     return ids
 
 
-def finish(tokenizer, ids: Sequence[int], eos_ids: Sequence[int], stop: Sequence[str], max_new_tokens: int,
+def finish(tokenizer, ids: Sequence[int], eos_ids: Sequence[int], stop: Sequence[str] = (),
            pad_id: int | None = None) -> Generation:
     """Turn the generated ids of one sequence into a ``Generation`` (cut at EOS or a stop string)."""
     ids = list(ids)
@@ -237,7 +237,7 @@ class HFBackend(Backend):
                     )
                 new = out[:, width:].tolist()
                 for row, i in enumerate(idx):
-                    yield i, finish(tok, new[row], eos_ids, params.stop, params.max_new_tokens, pad_id)
+                    yield i, finish(tok, new[row], eos_ids, params.stop, pad_id)
                 bar.update(len(idx))
         finally:
             bar.close()
