@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 from pathlib import Path
 
 import pytest
@@ -159,8 +161,18 @@ def test_sens_statistics_are_cached(tiny_pair, monkeypatch):
     s1, s2 = tiny_pair
     parts = [cal.SensParticipant("base", s1, model_fingerprint(s1), cal.load_calibration(FIXTURE, "long", 3, 0)),
              cal.SensParticipant("model0", s2, model_fingerprint(s2), cal.load_calibration(FIXTURE, "short", 3, 0))]
+    real, alive = cal.load_causal_lm, []
+
+    def one_at_a_time(*a, **k):
+        gc.collect()
+        assert all(r() is None for r in alive), "a previously loaded model is still in memory"
+        model = real(*a, **k)
+        alive.append(weakref.ref(model))
+        return model
+
+    monkeypatch.setattr(cal, "load_causal_lm", one_at_a_time)
     first = cal.sens_statistics(parts, tokenizer_path=s1, max_length=64, progress=False)
-    assert first["passes"] == 2 and first["cache_hits"] == 0
+    assert first["passes"] == 2 and first["cache_hits"] == 0 and len(alive) == 2
     d = first["distances"]
     assert d[0][0] == d[1][1] == 0.0 and d[0][1] > 0 and d[1][0] > 0
     assert all(v > 0 for s in first["sensitivities"] for v in s.values())

@@ -286,9 +286,8 @@ def load_tokenizer(path: str | Path):
     return AutoTokenizer.from_pretrained(str(path))
 
 
-def release(model) -> None:
-    """Drop a model and give its memory back before the next one is loaded."""
-    del model
+def free_memory() -> None:
+    """Give a dropped model's memory back (call after the caller's ``del model``, before the next load)."""
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -410,7 +409,8 @@ def aim_activation_statistics(model_path: str | Path, calib: CalibrationSet, *, 
         for h in handles:
             h.remove()
     out = {k: v.cpu() for k, v in stats.items()}
-    release(model)
+    del model, backbone, handles
+    free_memory()
     return out
 
 
@@ -541,7 +541,8 @@ def sens_statistics(participants: Sequence[SensParticipant], *, tokenizer_path: 
         if distances is None:
             hidden.append([final_hidden_states(model, enc, batch_size, device, progress) for enc in encoded])
             heads.append(model.get_output_embeddings().weight.detach().to("cpu", copy=True))
-        release(model)
+        del model  # before the next load: never two models at once
+        free_memory()
     if distances is None:
         k = len(participants)
         distances = [[0.0] * k for _ in range(k)]
@@ -576,7 +577,7 @@ def final_hidden_states(model, encoded: Sequence[Encoded], batch_size: int = 8, 
             mask[row, : lengths[row]] = 1
         h = backbone(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
         for row, i in enumerate(idx):
-            out[i] = h[row, : lengths[row]].cpu()
+            out[i] = h[row, : lengths[row]].to("cpu", copy=True)  # a copy, not a view of the padded batch
     return out  # type: ignore[return-value]
 
 
