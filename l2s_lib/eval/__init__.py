@@ -23,11 +23,11 @@ from l2s_lib.eval.benchmarks import (
 from l2s_lib.eval.generation import DecodingParams, Generation, HFBackend, VLLMBackend, make_backend
 from l2s_lib.eval.grading import extract_answer, grade, is_correct
 from l2s_lib.eval.prompts import build_prompt, get_prompt, list_prompts, register_prompt
-from l2s_lib.eval.runner import EvalResult, evaluate
+from l2s_lib.eval.runner import PAPER_DECODING, EvalResult, evaluate
 
 __all__ = [
     "Benchmark", "Problem", "benchmark_from_file", "get_benchmark", "list_benchmarks", "load_benchmark",
     "register_benchmark", "DecodingParams", "Generation", "HFBackend", "VLLMBackend", "make_backend",
     "extract_answer", "grade", "is_correct", "build_prompt", "get_prompt", "list_prompts", "register_prompt",
-    "EvalResult", "evaluate",
+    "EvalResult", "evaluate", "PAPER_DECODING",
 ]

@@ -23,9 +23,16 @@ from l2s_lib.eval.cache import GenerationCache, grade_key, text_sha
 from l2s_lib.eval.generation import Backend, DecodingParams, make_backend
 from l2s_lib.eval.prompts import get_prompt
 
-#: Defaults of the paper's protocol for System 2 and the merges (System 1: prompt "cot", 8192 tokens).
+#: Defaults of the paper's protocol for System 2 and the merges (System 1: see ``PAPER_DECODING``).
 DEFAULT_PROMPT = "qwen25-math-cot"
 DEFAULT_MAX_NEW_TOKENS = 10240
+
+#: The paper's decoding per role (greedy for both): ``evaluate(model, benches, **PAPER_DECODING["system1"])``.
+PAPER_DECODING = {
+    "system1": {"prompt": "cot", "max_new_tokens": 8192},
+    "system2": {"prompt": DEFAULT_PROMPT, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
+    "merged": {"prompt": DEFAULT_PROMPT, "max_new_tokens": DEFAULT_MAX_NEW_TOKENS},
+}
 
 RECORD_COLUMNS = ["model", "benchmark", "idx", "level", "question", "reference", "response", "extracted",
                   "correct", "n_tokens", "n_tokens_retok", "finish_reason", "truncated", "reflective",
