@@ -121,6 +121,7 @@ class AIMBase(MergeMethod):
         inner = get_method(self.inner_name)()
         # The wrapped method sees what the driver put in the state (tensor shapes ...) but writes to its
         # own copy; its pre-pass (e.g. the global TIES threshold) runs whatever has_prepass says.
+        driver_keys = set(ctx.state)
         inner_ctx = dataclasses.replace(ctx, params=self.inner_params(ctx.params), state=dict(ctx.state))
         inner.prepare(_JobView(job, inner_ctx), inner_ctx)
         p = ctx.params
@@ -141,13 +142,14 @@ class AIMBase(MergeMethod):
             cal.cache_save("aim", key, {"model": fp, "calibration": calib.provenance(), "options": options}, stats)
         importance = {m: cal.saliency(s) for m, s in stats.items()}
         ctx.state["aim"] = _AIMRuntime(inner, inner_ctx, importance)
-        wrapped = {k: v for k, v in inner_ctx.state.items() if k != "shapes"}
+        wrapped = {k: v for k, v in inner_ctx.state.items() if k not in driver_keys}
         if wrapped:
             ctx.state["aim_wrapped_state"] = wrapped  # e.g. the global TIES thresholds, for the provenance
         # What the provenance keeps: how concentrated each module's saliency is (METHODS.md section 7:
         # massive-activation channels give I ~ 1 on a few channels and ~ 0 elsewhere).
-        ctx.state["aim_saliency"] = {m: {"mean": round(float(i.mean()), 4), "above_half": round(float((i > 0.5).float().mean()), 4)}
-                                     for m, i in importance.items()}
+        ctx.state["aim_saliency"] = {
+            m: {"mean": round(float(i.mean()), 4), "above_half": round(float((i > 0.5).float().mean()), 4)}
+            for m, i in importance.items()}
         _record_provenance(ctx, "aim", calib.provenance() | {"options": options, "base_fingerprint": fp,
                                                              "cache_key": key, "cache_hit": hit is not None})
 
