@@ -122,3 +122,22 @@ def run(study: str, config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | No
         cwd=str(paths.NOTEBOOKS), progress_bar=progress,
     )
     return out
+
+
+def current_parameters(study: str, namespace: dict[str, Any]) -> dict[str, Any]:
+    """The values a running notebook has for its own parameters (for result provenance).
+
+    ``namespace`` is the notebook's ``globals()``; only names of the ``parameters`` cell are taken.
+    """
+    return {k: namespace[k] for k in notebook_parameters(study) if k in namespace}
+
+
+def provenance(params: dict[str, Any]) -> str:
+    """A short text block for a notebook's last cell: commit, package versions, parameters."""
+    from l2s_lib.provenance import environment_info
+
+    env = environment_info()
+    lines = [f"git: {env['git_sha']}", "versions: " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+             f"device: {env['cuda'] or 'cpu'}", "parameters:"]
+    lines += [f"  {k} = {v!r}" for k, v in params.items()]
+    return "\n".join(lines)

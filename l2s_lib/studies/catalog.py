@@ -1,0 +1,171 @@
+"""The models a study compares: the System 1 / System 2 pair, and every merge method with the paper's settings.
+
+The merge settings come from one place, the paper's configs in ``configs/merges/paper_<scale>_<key>.yaml``
+(Table 7, with k and p translated into mergekit densities there). A study re-targets them at its own pair
+(an organism pair by default, or the paper's hub models) with ``method_entries``, so the organisms are merged
+with exactly the settings the paper used at that scale.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from l2s_lib import paths
+from l2s_lib.errors import ConfigError
+from l2s_lib.studies import grid
+
+#: (config key, label in tables and figures). The first ten are the paper's Table 1 rows (same labels,
+#: so that ours and the paper's can be joined); SLERP and Iso-C are the compendium's additions.
+METHODS: dict[str, str] = {
+    "average": "Average Merging",
+    "task_arithmetic": "Task Arithmetic",
+    "ties": "Ties-Merging",
+    "dare": "DARE",
+    "dare_ta": "DARE-TA",
+    "dare_ties": "DARE-Ties",
+    "lore": "LoRE-Merging",
+    "twin": "Twin-Merging",
+    "aim_ties": "AIM-Ties",
+    "sens": "Sens-Merging",
+    "slerp": "SLERP",
+    "iso_c": "Iso-C",
+}
+SCALES = ("1p5b", "7b", "14b", "32b")
+#: The paper's (System 1, System 2) hub ids per scale (Tables 1-4).
+PAPER_PAIRS: dict[str, tuple[str, str]] = {
+    "1p5b": ("Qwen/Qwen2.5-Math-1.5B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B"),
+    "7b": ("Qwen/Qwen2.5-Math-7B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-7B"),
+    "14b": ("Qwen/Qwen2.5-14B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-14B"),
+    "32b": ("Qwen/Qwen2.5-32B", "deepseek-ai/DeepSeek-R1-Distill-Qwen-32B"),
+}
+#: Parameters that name a calibration set (re-targeted to the study's calibration data).
+_CALIBRATION_KEYS = ("calibration",)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """The models of a study: System 1 (the base), System 2, an optional DPO baseline, and their labels."""
+
+    system1: str
+    system2: str
+    dpo: str | None = None
+    calibration: str | None = None
+    label1: str = "System 1"
+    label2: str = "System 2"
+    world: str = "organism"  # "organism" or "real"
+
+
+def resolve_pair(size: str = "", system1: str = "", system2: str = "", dpo: str = "", calibration: str = "") -> Pair:
+    """The pair a notebook's parameters name: explicit paths / hub ids win, else the organism of ``size``.
+
+    With explicit ``system1``/``system2`` (real models), ``dpo`` and ``calibration`` are used only if given.
+    """
+    if bool(system1) != bool(system2):
+        raise ConfigError("give both SYSTEM1 and SYSTEM2 (paths or hub ids), or neither to use the organisms")
+    if system1:
+        return Pair(system1, system2, dpo or None, calibration or None, label1=Path(system1).name,
+                    label2=Path(system2).name, world="real")
+    from l2s_lib import organisms
+
+    size = size or organisms.DEFAULT_SIZE
+    dpo_path = organisms.organism_path(size, "dpo")
+    return Pair(
+        str(organisms.organism_path(size, "system1")), str(organisms.organism_path(size, "system2")),
+        str(dpo_path) if (dpo_path / "config.json").is_file() else None,
+        calibration or str(paths.ORGANISMS / "calibration.jsonl"),
+        label1="System 1", label2="System 2", world="organism",
+    )
+
+
+def paper_config(key: str, scale: str = "7b") -> dict[str, Any]:
+    """The paper's merge config for a method key at a scale (``ConfigError`` listing what exists)."""
+    if key not in METHODS:
+        raise ConfigError(f"unknown method key '{key}'; available: {', '.join(METHODS)}")
+    path = paths.MERGE_CONFIGS / f"paper_{scale}_{key}.yaml"
+    if not path.is_file():
+        fallback = paths.MERGE_CONFIGS / f"paper_7b_{key}.yaml"
+        if scale != "7b" and fallback.is_file():
+            path = fallback  # the paper gives no setting at this scale: Table 7's 7B row is the reference
+        else:
+            have = sorted(p.stem for p in paths.MERGE_CONFIGS.glob(f"paper_{scale}_*.yaml"))
+            raise ConfigError(f"no config {paths.relative_to_root(path)}; at scale {scale}: {', '.join(have) or 'none'}")
+    cfg = yaml.safe_load(path.read_text())
+    cfg["_source"] = paths.relative_to_root(path)
+    return cfg
+
+
+def retarget(config: Mapping[str, Any], pair: Pair, params: Mapping[str, Any] | None = None,
+             model_params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``config`` with the paper's hub ids replaced by ``pair``'s models and calibration set.
+
+    The paper's base (System 1) and its System 2 are recognised by position: ``base_model`` is System 1;
+    a ``models`` entry equal to the base stays System 1, every other entry becomes System 2. ``params`` /
+    ``model_params`` override top-level / per-model (System 2 entries) parameters.
+    """
+    cfg = copy.deepcopy(dict(config))
+    cfg.pop("_source", None)
+    paper_base = cfg.get("base_model")
+    if paper_base is not None:
+        cfg["base_model"] = pair.system1
+    models = []
+    for m in cfg.get("models", []):
+        is_s1 = m["model"] == paper_base
+        entry = {"model": pair.system1 if is_s1 else pair.system2, "parameters": dict(m.get("parameters") or {})}
+        if not is_s1 and model_params:
+            entry["parameters"] |= dict(model_params)
+        models.append(entry)
+    cfg["models"] = models
+    top = dict(cfg.get("parameters") or {})
+    for key in _CALIBRATION_KEYS:
+        if key in top and pair.calibration:
+            top[key] = pair.calibration
+    cfg["parameters"] = top | dict(params or {})
+    return cfg
+
+
+def pair_entries(pair: Pair, system1_eval: Mapping[str, Any] | None = None,
+                 system2_eval: Mapping[str, Any] | None = None) -> list[grid.Entry]:
+    """System 1, System 2 and (when there is one) the DPO baseline as grid entries."""
+    out = [grid.model(pair.label1, pair.system1, "system1", **dict(system1_eval or {})),
+           grid.model(pair.label2, pair.system2, "system2", **dict(system2_eval or {}))]
+    if pair.dpo:
+        out.append(grid.model("DPO", pair.dpo, "dpo", **dict(system2_eval or {})))
+    return out
+
+
+def method_entries(pair: Pair, methods: Sequence[str] | str, scale: str = "7b", seed: int = 0,
+                   overrides: Mapping[str, Mapping[str, Any]] | None = None, **eval_overrides) -> list[grid.Entry]:
+    """One merge entry per method key with the paper's settings at ``scale``, re-targeted at ``pair``.
+
+    ``overrides``: per method key, {"params": {...}, "model_params": {...}, "label": "..."}.
+    """
+    if isinstance(methods, str):
+        methods = [m.strip() for m in methods.split(",") if m.strip()]
+    if scale not in SCALES:
+        raise ConfigError(f"unknown paper scale '{scale}'; available: {', '.join(SCALES)}")
+    entries = []
+    for key in methods:
+        o = dict((overrides or {}).get(key, {}))
+        paper = paper_config(key, scale)
+        cfg = retarget(paper, pair, o.get("params"), o.get("model_params"))
+        cfg["seed"] = seed
+        label = o.get("label", METHODS[key])
+        meta = {"method_key": key, "settings": paper["_source"]}
+        entries.append(grid.Entry(label=label, role="merge", config=cfg, eval=dict(eval_overrides), meta=meta))
+    return entries
+
+
+def decoding(prompt: str = "", max_new_tokens: int = 0) -> dict[str, Any]:
+    """Evaluation overrides from notebook literals: empty prompt / 0 tokens mean "the benchmark's default"."""
+    out: dict[str, Any] = {}
+    if prompt:
+        out["prompt"] = prompt
+    if max_new_tokens:
+        out["max_new_tokens"] = int(max_new_tokens)
+    return out
