@@ -3,10 +3,12 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
+export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 
-.PHONY: setup test test-fast reproduce figures clean-results
+.PHONY: setup test test-unit test-notebooks reproduce notebooks sync clean-cache
 
 setup: $(STAMP)
 
@@ -19,8 +21,37 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-test: $(STAMP)
+## make test: unit tests, then nbval over the committed notebooks (lax mode, shared sanitizer).
+test: test-unit test-notebooks
+
+test-unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q tests -m "not slow" $(PYTEST_ARGS)
+test-notebooks: $(STAMP)
+	@if [ -n "$(NOTEBOOKS)" ]; then \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	    --nbval-cell-timeout=900 $(NOTEBOOKS); \
+	else echo "no notebooks yet"; fi
+
+## make reproduce: every study notebook on its default (organism) parameters with papermill; executed copies go to
+## data/results/<study>/default/, figures to figures/.
+reproduce: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+	  study=$$(basename $$nb .ipynb); echo "== $$study"; \
+	  $(BIN)/l2s run $$study || exit 1; \
+	done
+	@echo "figures:"; ls figures
+
+## make notebooks (developers): sync the jupytext twins and re-execute the committed notebooks in place.
+notebooks: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+	  $(BIN)/jupytext --sync $$nb && \
+	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 $$nb || exit 1; \
+	  $(BIN)/jupytext --sync $$nb; \
+	done
+
+sync: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/*.py
+
+clean-cache:
+	rm -rf .cache/l2s
