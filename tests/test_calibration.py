@@ -186,3 +186,20 @@ def test_sens_statistics_are_cached(tiny_pair, monkeypatch):
     assert again["sensitivities"] == first["sensitivities"] and again["distances"] == first["distances"]
     with pytest.raises(AssertionError):  # other options are another statistic
         cal.sens_statistics(parts, tokenizer_path=s1, max_length=32, progress=False)
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_calibration_passes_on_cuda_match_cpu(tiny_pair):
+    calib = cal.load_calibration(FIXTURE, "short", 4, 0)
+    cpu = cal.aim_activation_statistics(tiny_pair[0], calib, block_size=64, dtype="float32", progress=False)
+    gpu = cal.aim_activation_statistics(tiny_pair[0], calib, block_size=64, dtype="float32", device="cuda",
+                                        progress=False)
+    for k in cpu:
+        torch.testing.assert_close(gpu[k], cpu[k], rtol=1e-3, atol=1e-5)
+    tok = cal.load_tokenizer(tiny_pair[0])
+    enc = cal.encode_pairs(tok, calib.pairs, "plain", 64)
+    sens = [cal.sensitivity_pass(cal.load_causal_lm(tiny_pair[0], torch.device(d), torch.float32), enc, device=d,
+                                 progress=False) for d in ("cpu", "cuda")]
+    for g in sens[0]:
+        assert sens[1][g] == pytest.approx(sens[0][g], rel=1e-3)
