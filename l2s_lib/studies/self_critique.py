@@ -1,0 +1,377 @@
+"""Self-critique (Table 6, Figure 2b): do the merged models still reflect, and does reflecting repair errors?
+
+Two measurements:
+
+- **Reflection** (the paper's): the share of reflective responses (at least one reflection keyword) per
+  benchmark and per difficulty level, and the mean keyword count per reflective response, each under both
+  keyword lists of ``l2s_lib.metrics`` (``"paper"``: the footnote as whole words; ``"paper-code"``: the
+  substring list of the paper's code). Table 6 gives the paper's 7B shares beside ours.
+- **Self-correction probe** (beyond the paper, organisms only): each problem's prompt is prefilled with a
+  System 2 style first pass that carries one planted arithmetic error and ends ``So the answer is W.`` (the
+  organisms' ``writers.forced_error_prefix``). The model continues greedily; it *notices* the error when its
+  continuation contains a reflection keyword, *repairs* it when its final ``\\boxed{}`` answer is the right
+  one, and *keeps* it when the final answer is the planted ``W``. Real models have no such fixed solution
+  format to plant an error into, so the probe is skipped for them with a stated reason.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from l2s_lib import metrics, paper, paths
+from l2s_lib.figures import set_style
+from l2s_lib.studies import grid, plots
+from l2s_lib.studies.adaptive_length import model_colors
+
+#: Bump when the probe's prompts, scoring or generation change, so cached probe generations are not reused.
+PROBE_VERSION = 1
+#: Columns of the probe's per-problem rows.
+PROBE_COLUMNS = ["model", "idx", "level", "question", "answer", "planted", "final", "noticed", "repaired",
+                 "kept_error", "n_tokens", "continuation"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reflection ratio and keyword frequency
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def reflection_table(records: pd.DataFrame, keyword_lists: Sequence[str] = metrics.KEYWORD_LISTS) -> pd.DataFrame:
+    """Reflection per model, benchmark and level (plus ``level == "all"``), for each keyword list.
+
+    ``records``: per-sample evaluation records with ``model, benchmark, level, response``. Columns ``model,
+    benchmark, level, keywords, n, n_reflective, reflective_pct, keyword_freq`` (``keyword_freq``: mean keyword
+    count per reflective response, 0 when none is reflective, as in ``metrics.keyword_freq``).
+    """
+    need = {"model", "benchmark", "level", "response"}
+    if not need <= set(records.columns):
+        raise ValueError(f"records need columns {sorted(need)}; missing {sorted(need - set(records.columns))}")
+    df = records[["model", "benchmark", "level", "response"]].copy()
+    df["level"] = df["level"].map(lambda v: "all" if v is None or pd.isna(v) else str(int(float(v))))
+    rows = []
+    for kw in keyword_lists:
+        counts = df["response"].map(lambda t, kw=kw: metrics.count_keywords(t, kw))
+        part = df.assign(count=counts, reflective=counts > 0)
+        for (model, bench), g in part.groupby(["model", "benchmark"], sort=False):
+            groups = [(lv, gl) for lv, gl in g.groupby("level", sort=False) if lv != "all"]
+            groups = sorted(groups, key=lambda x: int(x[0])) + [("all", g)]
+            for lv, gl in groups:
+                refl = gl[gl["reflective"]]
+                rows.append({"model": model, "benchmark": bench, "level": lv, "keywords": kw, "n": len(gl),
+                             "n_reflective": int(len(refl)), "reflective_pct": 100.0 * len(refl) / len(gl),
+                             "keyword_freq": float(refl["count"].mean()) if len(refl) else 0.0})
+    return pd.DataFrame(rows)
+
+
+def by_benchmark(reflection: pd.DataFrame, value: str = "reflective_pct", keywords: str = "paper",
+                 models: Sequence[str] | None = None, benchmarks: Sequence[str] | None = None) -> pd.DataFrame:
+    """Model x benchmark table of one ``reflection_table`` column (``level == "all"``, one keyword list)."""
+    part = reflection[(reflection["level"] == "all") & (reflection["keywords"] == keywords)]
+    table = part.pivot(index="model", columns="benchmark", values=value)
+    table = table[list(benchmarks or dict.fromkeys(part["benchmark"]))]
+    return table.loc[list(models or dict.fromkeys(part["model"]))]
+
+
+def by_level(reflection: pd.DataFrame, benchmark: str, value: str = "reflective_pct", keywords: str = "paper",
+             models: Sequence[str] | None = None) -> pd.DataFrame:
+    """Model x level table of one ``reflection_table`` column on ``benchmark`` (levels in numeric order)."""
+    part = reflection[(reflection["benchmark"] == benchmark) & (reflection["keywords"] == keywords)
+                      & (reflection["level"] != "all")]
+    if part.empty:
+        raise ValueError(f"benchmark '{benchmark}' has no levels in the reflection table")
+    table = part.pivot(index="model", columns="level", values=value)
+    table = table[sorted(table.columns, key=int)]
+    table.columns = [int(c) for c in table.columns]
+    return table.loc[list(models or dict.fromkeys(part["model"]))]
+
+
+def keyword_lists_side_by_side(reflection: pd.DataFrame, models: Sequence[str] | None = None,
+                               digits: int = 1) -> pd.DataFrame:
+    """Per model, overall (all benchmarks pooled by sample count): reflective share and keyword frequency
+    under each keyword list, side by side."""
+    part = reflection[reflection["level"] == "all"].copy()
+    part["kw_total"] = part["keyword_freq"] * part["n_reflective"]
+    g = part.groupby(["model", "keywords"], sort=False)[["n", "n_reflective", "kw_total"]].sum()
+    g["reflective_pct"] = 100 * g["n_reflective"] / g["n"]
+    g["keyword_freq"] = (g["kw_total"] / g["n_reflective"]).where(g["n_reflective"] > 0, 0.0)
+    wide = g[["reflective_pct", "keyword_freq"]].unstack("keywords")
+    wide.columns = [f"{v} [{k}]" for v, k in wide.columns]
+    return wide.loc[list(models or dict.fromkeys(part["model"]))].round(digits)
+
+
+def paper_table6() -> pd.DataFrame:
+    """The paper's Table 6 (7B): method x benchmark reflective share (%), in the paper's row and column order."""
+    t = paper.read_table("table6_reflection_7b")
+    table = t.pivot(index="method", columns="benchmark", values="reflective_pct")
+    return table.loc[list(dict.fromkeys(t["method"])), list(dict.fromkeys(t["benchmark"]))]
+
+
+def fig_table6(ours: pd.DataFrame, paper6: pd.DataFrame, ours_title: str = "This run") -> plt.Figure:
+    """Table 6 as two heatmaps: the paper's 7B reflective shares beside ours (model x benchmark, %)."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.2), width_ratios=[1.4, 1])
+    plots.heatmap(axes[0], paper6, "Paper: reflective responses (%), 7B (Table 6)", fmt=".1f", cmap="magma")
+    plots.heatmap(axes[1], ours, f"{ours_title}: reflective responses (%)", fmt=".1f", cmap="magma")
+    for ax in axes:
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+        ax.tick_params(axis="x", labelrotation=30, labelsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    return fig
+
+
+def fig_reflection_by_level(reflection: pd.DataFrame, benchmark: str, roles: Mapping[str, str],
+                            ours_title: str = "This run") -> plt.Figure:
+    """Figure 2b: reflective share and keyword frequency per level of ``benchmark`` (paper keyword list solid,
+    paper-code list dashed)."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = model_colors(roles)
+    part = reflection[(reflection["benchmark"] == benchmark) & (reflection["level"] != "all")].copy()
+    part["level"] = part["level"].astype(int)
+    for ax, value, label in ((axes[0], "reflective_pct", "reflective responses (%)"),
+                             (axes[1], "keyword_freq", "keywords per reflective response")):
+        for kw, style in (("paper", "-"), ("paper-code", "--")):
+            sub = part[part["keywords"] == kw]
+            for model in roles:
+                m = sub[sub["model"] == model].sort_values("level")
+                if len(m):
+                    ax.plot(m["level"], m[value], style, marker="o", ms=3.5, color=colors[model],
+                            label=model if kw == "paper" else None)
+        ax.set_xlabel(f"difficulty level ({benchmark})")
+        ax.set_ylabel(label)
+        ax.set_xticks(sorted(part["level"].unique()))
+    axes[0].set_title(f"{ours_title}: reflective share by level")
+    axes[1].set_title("keyword frequency (solid: paper list, dashed: paper-code)")
+    axes[0].legend(fontsize=7)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Self-correction probe
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ProbeResult:
+    """``rows``: one per (model, problem) (columns ``PROBE_COLUMNS``); ``summary``: ``probe_summary(rows)``;
+    ``skipped``: why the probe did not run (None when it ran)."""
+
+    rows: pd.DataFrame
+    summary: pd.DataFrame
+    skipped: str | None = None
+
+    def note(self) -> str:
+        """One line for the notebook: what ran, or why nothing did."""
+        if self.skipped:
+            return f"self-correction probe skipped: {self.skipped}"
+        n = self.rows.groupby("model").size()
+        return f"self-correction probe: {len(n)} models x {int(n.iloc[0])} problems with a planted first-pass error"
+
+
+def planted_prefix(question: str, idx: int | str, seed: int = 0) -> tuple[str, int]:
+    """The first pass with one planted error for an organism ``question`` (``"43+27-4"``): (text, wrong answer).
+
+    Seeded per problem (``seed`` and ``idx``), so a problem gets the same planted error whatever else is probed.
+    """
+    from l2s_lib.organisms import world, writers
+
+    rng = random.Random(f"{seed}:{idx}")
+    return writers.forced_error_prefix(world.parse_question(question), rng)
+
+
+def probe_problems(benchmark="org_levels", per_level: int = 20) -> list:
+    """The first ``per_level`` problems of each level of ``benchmark`` (a registered name or an ``eval``
+    ``Benchmark``); all when ``per_level`` is 0."""
+    from l2s_lib.eval.benchmarks import get_benchmark, load_benchmark
+
+    problems = load_benchmark(get_benchmark(benchmark))
+    if per_level <= 0:
+        return list(problems)
+    seen: dict = {}
+    out = []
+    for p in problems:
+        if seen.get(p.level, 0) < per_level:
+            seen[p.level] = seen.get(p.level, 0) + 1
+            out.append(p)
+    return out
+
+
+def score_continuation(continuation: str, answer: int, planted: int) -> dict:
+    """Probe flags of one continuation: ``noticed`` (a reflection keyword, paper list), ``repaired`` (last
+    ``\\boxed{}`` is the right answer), ``kept_error`` (it is the planted answer), and ``final``."""
+    from l2s_lib.organisms.study import final_answer
+
+    final = final_answer(continuation)
+    return {"final": final, "noticed": metrics.is_reflective(continuation, "paper"),
+            "repaired": final == answer, "kept_error": final == planted}
+
+
+def _probe_cache(model_dir: Path, prompts: list[str], max_new_tokens: int) -> Path:
+    from l2s_lib.fingerprint import data_fingerprint, model_fingerprint
+
+    key = data_fingerprint({"model": model_fingerprint(model_dir), "prompts": data_fingerprint(prompts),
+                            "max_new_tokens": max_new_tokens, "version": PROBE_VERSION})
+    return paths.cache_dir() / "probe" / f"{key}.json"
+
+
+def _generate(model_dir: Path, prompts: list[str], max_new_tokens: int, batch_size: int, device: str,
+              progress: bool) -> list[tuple[str, int]]:
+    """Greedy continuations, cached by model content and prompts (the probe re-runs instantly)."""
+    cache = _probe_cache(model_dir, prompts, max_new_tokens)
+    if cache.is_file():
+        return [tuple(x) for x in json.loads(cache.read_text())]
+    from l2s_lib.organisms import study, train
+
+    model = train.load_model(model_dir, device=device)
+    out = study.generate(model, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress)
+    del model
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out))
+    tmp.replace(cache)
+    return out
+
+
+def correction_probe(entries: Sequence[grid.Entry], world: str, benchmark="org_levels",
+                     per_level: int = 20, seed: int = 0, max_new_tokens: int = 320, batch_size: int = 128,
+                     device: str = "cpu", progress: bool = True) -> ProbeResult:
+    """Run the planted-error probe on every entry (merges are materialised through the grid's merge cache).
+
+    ``world``: ``catalog.Pair.world``; anything but ``"organism"`` returns a skipped ``ProbeResult``.
+    ``per_level``: problems per level of ``benchmark`` (0 = all). Deterministic: greedy decoding, planted errors
+    seeded per problem by ``seed``.
+    """
+    if world != "organism":
+        return ProbeResult(pd.DataFrame(columns=PROBE_COLUMNS), probe_summary(pd.DataFrame(columns=PROBE_COLUMNS)),
+                           skipped=f"it plants an error into the organisms' fixed solution format; the {world} "
+                                   f"models here write free-form solutions, so there is no first pass to corrupt")
+    from tqdm.auto import tqdm
+
+    from l2s_lib.organisms import writers
+
+    problems = probe_problems(benchmark, per_level)
+    planted = [planted_prefix(p.question, p.idx, seed) for p in problems]
+    prompts = [writers.prompt(p.question) + text for p, (text, _) in zip(problems, planted)]
+    rows = []
+    for entry in tqdm(entries, desc="probe", disable=not progress, unit="model"):
+        model_dir = grid.materialize(entry, device=device)
+        outs = _generate(model_dir, prompts, max_new_tokens, batch_size, device, progress=False)
+        for p, (_, wrong), (text, n) in zip(problems, planted, outs):
+            rows.append({"model": entry.label, "idx": p.idx, "level": p.level, "question": p.question,
+                         "answer": int(p.answer), "planted": wrong, **score_continuation(text, int(p.answer), wrong),
+                         "n_tokens": n, "continuation": text})
+    df = pd.DataFrame(rows, columns=PROBE_COLUMNS)
+    return ProbeResult(df, probe_summary(df))
+
+
+def probe_overview(probe: ProbeResult, value: str = "repaired_pct", digits: int = 1) -> pd.DataFrame:
+    """Model x level table of one ``probe_summary`` column (``all`` last), rounded; empty when skipped."""
+    s = probe.summary
+    if s.empty:
+        return pd.DataFrame()
+    table = s.pivot(index="model", columns="level", values=value)
+    levels = sorted((c for c in table.columns if c != "all"), key=int) + ["all"]
+    return table.loc[list(dict.fromkeys(s["model"])), levels].round(digits)
+
+
+def probe_summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per model and level (then ``"all"``): n and the percentages noticed / repaired / kept the planted error,
+    ``noticed_repaired_pct`` (share of the noticed errors that end repaired) and mean continuation length."""
+    cols = ["model", "level", "n", "noticed_pct", "repaired_pct", "kept_error_pct", "noticed_repaired_pct",
+            "mean_tokens"]
+    out = []
+    for model, g in rows.groupby("model", sort=False):
+        parts = [(str(lv), gl) for lv, gl in sorted(g.groupby("level"), key=lambda x: int(x[0]))] + [("all", g)]
+        for lv, gl in parts:
+            noticed = gl[gl["noticed"].astype(bool)]
+            out.append({"model": model, "level": lv, "n": len(gl),
+                        "noticed_pct": 100 * gl["noticed"].astype(bool).mean(),
+                        "repaired_pct": 100 * gl["repaired"].astype(bool).mean(),
+                        "kept_error_pct": 100 * gl["kept_error"].astype(bool).mean(),
+                        "noticed_repaired_pct": 100 * noticed["repaired"].astype(bool).mean() if len(noticed)
+                        else float("nan"),
+                        "mean_tokens": gl["n_tokens"].astype(float).mean()})
+    return pd.DataFrame(out, columns=cols)
+
+
+def fig_probe(probe: ProbeResult, roles: Mapping[str, str]) -> plt.Figure:
+    """The probe by level: share of planted errors noticed and repaired, one line per model (a panel that says
+    why when the probe was skipped)."""
+    set_style()
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    if probe.skipped:
+        for ax in axes:
+            ax.axis("off")
+        axes[0].text(0, 0.5, probe.note(), wrap=True, fontsize=9)
+        return fig
+    summary = probe.summary
+    part = summary[summary["level"] != "all"].assign(level=lambda d: d["level"].astype(int))
+    colors = model_colors(roles)
+    for ax, value, title in ((axes[0], "noticed_pct", "planted error noticed (%)"),
+                             (axes[1], "repaired_pct", "planted error repaired (%)")):
+        plots.fig_lines(part, "level", value, "model", ax=ax, colors=colors, xlabel="difficulty level",
+                        ylabel=title, title=f"Self-correction probe: {title}")
+        ax.set_xticks(sorted(part["level"].unique()))
+        ax.set_ylim(-3, 103)
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Conclusion
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _names(items: Sequence[str]) -> str:
+    items = list(items)
+    if not items:
+        return "none"
+    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1]
+
+
+def conclusion(reflection: pd.DataFrame, probe: ProbeResult, system1: str, system2: str, merges: Sequence[str],
+               level_benchmark: str, world: str = "organism") -> str:
+    """Markdown: do merges reflect less than System 2 yet more on harder problems (Table 6, Figure 2b), and,
+    when the probe ran, how often each model repairs a planted error.
+
+    A merge *matches the paper's pattern* when its reflective share (paper keyword list, all benchmarks pooled)
+    is below System 2's and its share on the hardest level of ``level_benchmark`` is above its share on the
+    easiest level (the paper: merges keep reflecting on AIME24 but much less on GSM8K).
+    """
+    pooled = keyword_lists_side_by_side(reflection, digits=6)
+    share = pooled["reflective_pct [paper]"]
+    lv = by_level(reflection, level_benchmark)
+    first, last = lv.columns[0], lv.columns[-1]
+    merges = [m for m in merges if m in share.index]
+    matches = [m for m in merges if share[m] < share[system2] and lv.loc[m, last] > lv.loc[m, first]]
+    head = (f"**Verdict ({world} world): the paper's self-critique pattern holds for {len(matches)} of {len(merges)} "
+            f"merges**" if matches else
+            f"**Verdict ({world} world): the paper's self-critique pattern holds for none of the {len(merges)} merges**")
+    text = head + (f" (criterion: fewer reflective responses than System 2 overall, and more on level {last} than "
+                   f"on level {first} of {level_benchmark}). ")
+    if matches and len(matches) < len(merges):
+        text += f"Merges that match: {_names(matches)}. "
+    text += (f"Reflective responses (paper keywords): System 1 {share[system1]:.1f}%, System 2 {share[system2]:.1f}%, "
+             + ", ".join(f"{m} {share[m]:.1f}%" for m in merges) + "; by level "
+             + ", ".join(f"{m} {lv.loc[m, first]:.0f}% -> {lv.loc[m, last]:.0f}%" for m in [system2] + merges) + ". ")
+    p6 = paper_table6()
+    pm = p6[[paper.role_of(m) == "merge" for m in p6.index]]
+    text += (f"In the paper's Table 6 the merges reflect on {pm.iloc[:, 0].min():.0f}-{pm.iloc[:, 0].max():.0f}% "
+             f"of {p6.columns[0]} answers and {pm.iloc[:, -1].min():.0f}-{pm.iloc[:, -1].max():.0f}% of "
+             f"{p6.columns[-1]} answers, against {p6.iloc[0, 0]:.0f}% and {p6.iloc[0, -1]:.0f}% for System 2. ")
+    if probe.skipped:
+        text += f"The self-correction probe was skipped ({probe.skipped})."
+    else:
+        s = probe.summary[probe.summary["level"] == "all"].set_index("model")
+        text += ("Self-correction probe (planted first-pass error): repaired by "
+                 + ", ".join(f"{m} {s.loc[m, 'repaired_pct']:.0f}%" for m in s.index)
+                 + f"; System 2 notices {s.loc[system2, 'noticed_pct']:.0f}% of the planted errors"
+                 + (", the merges " + ", ".join(f"{s.loc[m, 'noticed_pct']:.0f}%" for m in merges if m in s.index)
+                    if any(m in s.index for m in merges) else "") + ".")
+    return text.strip()
