@@ -148,10 +148,10 @@ class Backend(ABC):
     def tokenizer(self):
         """The model's tokenizer (loaded on first use, without loading the weights)."""
         if self._tokenizer is None:
-            from transformers import AutoTokenizer
+            from l2s_lib.tokenization import load_tokenizer
 
             try:
-                self._tokenizer = AutoTokenizer.from_pretrained(self.model_id, trust_remote_code=self.trust_remote_code)
+                self._tokenizer = load_tokenizer(self.model_id, trust_remote_code=self.trust_remote_code)
             except (OSError, ValueError) as exc:
                 raise CheckpointError(f"cannot load the tokenizer of {self.model_id!r}: {exc}") from exc
             self._tokenizer.padding_side = "left"

@@ -281,9 +281,9 @@ def load_causal_lm(path: str | Path, device: torch.device, dtype: torch.dtype):
 
 
 def load_tokenizer(path: str | Path):
-    from transformers import AutoTokenizer
+    from l2s_lib.tokenization import load_tokenizer as load
 
-    return AutoTokenizer.from_pretrained(str(path))
+    return load(path)
 
 
 def free_memory() -> None:
