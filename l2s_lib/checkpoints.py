@@ -182,10 +182,11 @@ class ModelCheckpoint:
         """Stored tensor names, in (shard, offset) order so that a pass over them reads files sequentially."""
         return [i.name for i in sorted(self._infos.values(), key=lambda i: (i.file.name, i.begin))]
 
-    def get_tensor(self, name: str) -> torch.Tensor:
-        """Load one stored tensor on CPU, in its stored dtype (a fresh tensor the caller owns)."""
+    def get_tensor(self, name: str, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Load one stored tensor on CPU, in its stored dtype (a fresh tensor the caller owns, or read
+        into ``out``: a contiguous uint8 buffer of the tensor's byte size)."""
         info = self.info(name)
-        return self._read(info, info.begin, info.end - info.begin).reshape(info.shape)
+        return self._read(info, info.begin, info.end - info.begin, out).reshape(info.shape)
 
     # -- extras ---------------------------------------------------------------------------------
     def info(self, name: str) -> TensorInfo:
@@ -197,21 +198,21 @@ class ModelCheckpoint:
     def __contains__(self, name: str) -> bool:
         return name in self._infos
 
-    def get_rows(self, name: str, start: int, stop: int) -> torch.Tensor:
+    def get_rows(self, name: str, start: int, stop: int, out: torch.Tensor | None = None) -> torch.Tensor:
         """Rows ``start:stop`` (first dimension) of a stored tensor, reading only those bytes."""
         info = self.info(name)
         rows = info.shape[0]
         start, stop = max(0, start), min(stop, rows)
         row_bytes = (info.end - info.begin) // max(rows, 1)
-        flat = self._read(info, info.begin + start * row_bytes, (stop - start) * row_bytes)
+        flat = self._read(info, info.begin + start * row_bytes, (stop - start) * row_bytes, out)
         return flat.reshape((stop - start, *info.shape[1:]))
 
-    def _read(self, info: TensorInfo, offset: int, nbytes: int) -> torch.Tensor:
+    def _read(self, info: TensorInfo, offset: int, nbytes: int, out: torch.Tensor | None = None) -> torch.Tensor:
         # Plain positioned reads into a buffer we own, rather than safe_open's memory map: bytes of a
         # mapped file that were touched stay in the process's resident set while the file is open, so a
         # pass over a model would show the whole model in RSS. pread leaves them in the page cache only,
         # releases the GIL (reads overlap with compute in the driver's reader thread) and copies once.
-        buf = torch.empty(nbytes, dtype=torch.uint8)
+        buf = torch.empty(nbytes, dtype=torch.uint8) if out is None else out.view(torch.uint8).reshape(-1)[:nbytes]
         view = memoryview(buf.numpy())
         fd = self._fd(info.file)
         done = 0

@@ -122,6 +122,9 @@ class MergeContext:
     compute_dtype: torch.dtype = torch.float32
     policies: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
+    #: True when the driver hands kernels scratch copies of the inputs that it will not read again, so
+    #: a kernel may compute in place in them (saves allocating, and page-faulting, a tensor-sized result).
+    inputs_writable: bool = False
 
     def generator(self, tensor_name: str, salt: str = "") -> torch.Generator:
         """A torch.Generator on ``self.device`` seeded from (seed, tensor name, salt).

@@ -51,8 +51,9 @@ P_TRIM_DENSITY = Param("trim_density", float, 1.0, "after the random drop, keep 
 # ---------------------------------------------------------------------------------------------------
 
 
-#: Elements per block in the selection and masking loops: bounds temporaries to a few tens of MB.
-CHUNK = 1 << 22
+#: Elements per block in the selection and masking loops: small enough that the block's buffers stay
+#: in the L2 cache (the loops are several passes each), large enough that Python overhead is minor.
+CHUNK = 1 << 15
 
 
 class _Workspace:
@@ -236,7 +237,7 @@ def generalized_task_arithmetic(
     p = ctx.params
     deltas = []
     for k, (m, mp) in enumerate(zip(models, ctx.model_params)):
-        d = m - base
+        d = m.sub_(base) if ctx.inputs_writable else m - base
         if scoped and drop:
             d = dare(d, mp["density"], ctx.generator(name, f"dare:{k}"),
                      ctx.policies.get("dare_rescale", "inverse") if p.get("rescale", True) else None)
@@ -248,17 +249,17 @@ def generalized_task_arithmetic(
     if len(deltas) == 1:
         # One model (the L2S setting): the same arithmetic as the general branch below without stacking
         # (sum over one row is the row; the agreeing weight of a non-zero entry is the weight itself).
-        d, w = deltas[0], weights[0]
+        d, w = deltas[0], weights[0]  # d is the kernel's own tensor (fresh, or a writable scratch input)
         if w != 1:
-            d = d * w
+            d.mul_(w)
         if p.get("normalize"):
             divisor = w if (w != 0 if consensus else abs(w) >= 1e-8) else 1.0
             if divisor != 1:
-                d = d / divisor
+                d.div_(divisor)
         lam = p.get("lambda", 1.0)
         if lam != 1:
-            d = d * lam
-        return d.add_(base)  # d is a fresh tensor here; a + b == b + a exactly in IEEE arithmetic
+            d.mul_(lam)
+        return d.add_(base)  # a + b == b + a exactly in IEEE arithmetic
 
     stacked = torch.stack(deltas)
     del deltas
