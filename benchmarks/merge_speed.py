@@ -226,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
     disk = disk_read_speed(sorted(s1.glob("*.safetensors")))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore",
                L2S_OUTPUT_ROOT=str(CACHE / "l2s-output"))  # calibration caches outside the repository
-    bindir = Path(sys.executable).parent
     work = CACHE / "runs"
     work.mkdir(parents=True, exist_ok=True)
     results = []
@@ -249,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                     cmd = [sys.executable, "-m", "l2s_lib.cli", "merge", str(cfg_file), str(out), "--no-progress",
                            "--device", args.device]
                 else:
-                    cmd = [str(bindir / "mergekit-yaml"), str(cfg_file), str(out)]
+                    # `python -m` rather than the console script: identical code, and it also works where
+                    # mergekit was installed with `pip --target` (no script on PATH), as on the GPU machine.
+                    cmd = [sys.executable, "-m", "mergekit.scripts.run_yaml", str(cfg_file), str(out)]
                     if args.device.startswith("cuda"):
                         cmd.append("--cuda")
                 warm(inputs)
