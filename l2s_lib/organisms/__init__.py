@@ -1,0 +1,32 @@
+"""Model organisms: tiny Qwen2 models trained on a synthetic arithmetic world (System 1 / System 2 / DPO).
+
+``organism_path(size, role)`` gives a shipped checkpoint folder; ``DEFAULT_SIZE`` is the size the study
+notebooks use by default (see ``data/organisms/README.md`` for why).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from l2s_lib import paths
+from l2s_lib.errors import CheckpointError, ConfigError
+
+ROLES = ("system1", "system2", "dpo")
+#: The notebooks' default organism: the only shipped size (see data/organisms/README.md: 6m and larger were
+#: not trained to completion in this session), 1M parameters, answers of 12-110 tokens.
+DEFAULT_SIZE = "1m"
+#: Sizes whose checkpoints are committed under ``data/organisms/<size>/``.
+SHIPPED_SIZES = ("1m",)
+
+
+def organism_path(size: str = DEFAULT_SIZE, role: str = "system2") -> Path:
+    """The folder of a shipped organism checkpoint (``data/organisms/<size>/<role>``)."""
+    if role not in ROLES:
+        raise ConfigError(f"unknown organism role {role!r}; allowed: {', '.join(ROLES)}")
+    if size not in SHIPPED_SIZES:
+        raise ConfigError(f"organism size {size!r} is not shipped; shipped: {', '.join(SHIPPED_SIZES)} "
+                          f"(rebuild others with `l2s organisms train --size {size} --device cuda`)")
+    path = paths.ORGANISMS / size / role
+    if not (path / "config.json").exists():
+        raise CheckpointError(f"organism checkpoint missing: {paths.relative_to_root(path)}")
+    return path
