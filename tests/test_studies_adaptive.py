@@ -87,8 +87,10 @@ def test_conclusion_follows_the_numbers():
     lv = al.level_lengths(s, "org_levels")
     corr = al.level_correlations(recs, "org_levels")
     paper_corr = al.benchmark_correlations(al.paper_benchmark_lengths("7B"))
+    ours_b = al.benchmark_lengths(s[s.level == "all"].assign(benchmark="org_levels"))
     text = al.conclusion(corr, al.shortening_by_level(lv, "System 2"), paper_corr, "System 1", "System 2",
-                         ["TA", "Flat"])
+                         ["TA", "Flat"], ours_corr=al.benchmark_correlations(ours_b))
+    assert "Across our 1 benchmarks" in text
     assert text.startswith("**Verdict (organism world): the paper's adaptive-length claim holds for 1 of 2 merges**")
     assert "Merges that adapt: TA." in text and "In the paper" in text
     none = al.conclusion(corr, al.shortening_by_level(lv, "System 2"), paper_corr, "System 1", "System 2", ["Flat"])
@@ -115,3 +117,33 @@ def test_figure_has_the_paper_panel_beside_ours(tmp_path):
 def test_rounded_keeps_nan():
     df = al.rounded(pd.DataFrame({"a": [1.23456, math.nan], "b": ["x", "y"]}), 2)
     assert df["a"].iloc[0] == 1.23 and math.isnan(df["a"].iloc[1]) and df["b"].tolist() == ["x", "y"]
+
+
+def test_calibration_n_is_capped_at_the_set_size(tmp_path):
+    from l2s_lib.studies import calibration_fit, catalog
+
+    cal = tmp_path / "cal.jsonl"
+    cal.write_text("".join('{"question": "q", "short_answer": "a", "long_answer": "b"}\n' for _ in range(7)))
+    pair = catalog.Pair("s1", "s2", calibration=str(cal))
+    over = calibration_fit.calibration_overrides(pair, "task_arithmetic,aim_ties,sens")
+    assert over == {"aim_ties": {"params": {"calibration_n": 7}}, "sens": {"params": {"calibration_n": 7}}}
+    entries = catalog.method_entries(pair, "aim_ties", overrides=over)
+    assert entries[0].config["parameters"]["calibration_n"] == 7 and entries[0].label == "AIM-Ties"
+    assert calibration_fit.calibration_overrides(catalog.Pair("a", "b"), "aim_ties") == {}
+
+
+def test_organism_benchmarks_are_ranked_by_mean_level():
+    s = pd.concat([
+        pd.DataFrame({"model": "A", "benchmark": "hard", "level": ["5", "all"], "n": [30, 30],
+                      "accuracy": [90.0, 90.0], "mean_tokens": [50.0, 50.0]}),
+        pd.DataFrame({"model": "A", "benchmark": "easy", "level": ["1", "2", "all"], "n": [10, 10, 20],
+                      "accuracy": [10.0, 10.0, 10.0], "mean_tokens": [5.0, 7.0, 6.0]}),
+    ])
+    order = al.mean_level_order(s)
+    assert order == ["easy", "hard"]  # by level, although "hard" has the higher accuracy
+    top = s[s.level == "all"]
+    assert al.order_of(al.benchmark_lengths(top, order=order)) == ["easy", "hard"]
+    assert al.order_of(al.benchmark_lengths(top)) == ["hard", "easy"]  # by accuracy
+    assert al.mean_level_order(pd.concat([s, top.assign(benchmark="gsm8k")])) is None
+    with pytest.raises(ValueError, match="does not list"):
+        al.benchmark_lengths(top, order=["easy"])

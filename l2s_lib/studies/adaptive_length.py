@@ -10,7 +10,8 @@ Here that is measured per model in two ways:
 - **by benchmark**, as the paper's dataset-level ordering: Table 1's mean length per benchmark against the
   benchmark's difficulty rank. Difficulty is computed, not typed: benchmarks are ranked by the mean accuracy
   of all models in the table (easiest first), which for Table 1 gives GSM8K < MATH500 < OlympiadBench <
-  College Math < Minerva Math < AIME24. Our own benchmarks are ranked the same way from our summary.
+  College Math < Minerva Math < AIME24. Our organism benchmarks are ranked by the mean level of their problems
+  (the organisms' difficulty is the number of operations); benchmarks without levels by mean accuracy as above.
 
 Everything here reshapes tidy tables (``tables``'s summaries, ``eval`` records, ``paper``'s tables) and draws
 them; the conclusion sentence is generated from the numbers.
@@ -121,15 +122,37 @@ def difficulty_order(table: pd.DataFrame, benchmark: str = "benchmark", accuracy
     return list(means.sort_values(ascending=False, kind="stable").index)
 
 
+def mean_level_order(summary: pd.DataFrame) -> list[str] | None:
+    """Benchmarks from easiest to hardest by the mean difficulty level of their problems (sample-weighted), when
+    every benchmark of ``summary`` has levels (the organisms: level = number of operations); else None."""
+    rows = summary[summary["level"].astype(str) != "all"]
+    benches = list(dict.fromkeys(summary["benchmark"]))
+    if rows.empty or set(rows["benchmark"]) != set(benches):
+        return None
+    first = rows[rows["model"] == rows["model"].iloc[0]]
+    lv = first["level"].astype(float)
+    mean = (lv * first["n"]).groupby(first["benchmark"]).sum() / first["n"].groupby(first["benchmark"]).sum()
+    return list(mean.sort_values(kind="stable").index)
+
+
+def order_of(lengths: pd.DataFrame) -> list[str]:
+    """The benchmarks of a ``benchmark_lengths`` table from easiest to hardest."""
+    return lengths.drop_duplicates("benchmark").sort_values("difficulty_rank")["benchmark"].tolist()
+
+
 def benchmark_lengths(table: pd.DataFrame, models: Sequence[str] | None = None, model: str = "model",
-                      length: str = "mean_tokens") -> pd.DataFrame:
-    """Per model and benchmark: mean length and the benchmark's difficulty rank (1 = easiest, ``difficulty_order``).
+                      length: str = "mean_tokens", order: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per model and benchmark: mean length and the benchmark's difficulty rank (1 = easiest).
+
+    The ranks follow ``order`` when given (e.g. ``mean_level_order``), else ``difficulty_order`` (mean accuracy).
 
     ``table``: the ``level == "all"`` rows of a summary, or any table with model, benchmark, accuracy and
     length columns (the paper's Table 1 with ``model="method", length="mean_length"``). Columns ``model,
     benchmark, difficulty_rank, accuracy, mean_tokens``.
     """
-    order = difficulty_order(table)
+    order = list(order) if order is not None else difficulty_order(table)
+    if set(order) != set(table["benchmark"]):
+        raise ValueError(f"order {list(order)} does not list the table's benchmarks {sorted(set(table['benchmark']))}")
     rank = {b: i + 1 for i, b in enumerate(order)}
     keep = list(models) if models is not None else list(dict.fromkeys(table[model]))
     missing = sorted(set(keep) - set(table[model]))
@@ -190,18 +213,28 @@ def fig_adaptive_length(levels: pd.DataFrame, ours_benchmarks: pd.DataFrame, pap
         (axes[1], ours_benchmarks, roles, f"{ours_title}: by benchmark"),
     )
     for ax, table, rl, title in panels:
-        order = table.drop_duplicates("difficulty_rank").sort_values("difficulty_rank")["benchmark"].tolist()
+        order = order_of(table)
         plots.fig_lines(table, "difficulty_rank", "mean_tokens", "model", ax=ax, colors=model_colors(rl),
-                        xlabel="benchmark (easiest -> hardest by mean accuracy)", ylabel="mean length (tokens)",
+                        xlabel="benchmark (easiest -> hardest)", ylabel="mean length (tokens)",
                         title=title)
         ax.set_xticks(range(1, len(order) + 1), order, rotation=30, ha="right", fontsize=7)
-        ax.set_yscale("log")
+        _log_lengths(ax)
     plots.fig_lines(levels, "level", "mean_tokens", "model", ax=axes[2], colors=model_colors(roles),
                     xlabel=f"difficulty level ({level_benchmark})", ylabel="mean length (tokens)",
                     title=f"{ours_title}: by level")
     axes[2].set_xticks(sorted(levels["level"].unique()))
-    axes[2].set_yscale("log")
+    _log_lengths(axes[2])
     return fig
+
+
+def _log_lengths(ax: plt.Axes) -> None:
+    """Log length axis with plain numbers (``40``, ``100``), not powers of ten."""
+    from matplotlib.ticker import LogLocator, ScalarFormatter
+
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(plt.NullFormatter())
 
 
 def _rho_list(table: pd.DataFrame, models: Sequence[str]) -> str:
@@ -210,11 +243,12 @@ def _rho_list(table: pd.DataFrame, models: Sequence[str]) -> str:
 
 
 def conclusion(level_corr: pd.DataFrame, shortening: pd.DataFrame, paper_corr: pd.DataFrame, system1: str,
-               system2: str, merges: Sequence[str], world: str = "organism", min_rho: float = MIN_RHO) -> str:
+               system2: str, merges: Sequence[str], world: str = "organism", min_rho: float = MIN_RHO,
+               ours_corr: pd.DataFrame | None = None) -> str:
     """Markdown: does each merge adapt its length to difficulty (rho >= ``min_rho`` and rising at every level)?
 
     ``level_corr``: ``level_correlations``; ``shortening``: ``shortening_by_level``; ``paper_corr``:
-    ``benchmark_correlations`` of the paper's table.
+    ``benchmark_correlations`` of the paper's table; ``ours_corr``: the same of ours (optional).
     """
     c = level_corr.set_index("model")
     merges = [m for m in merges if m in c.index]
@@ -239,6 +273,10 @@ def conclusion(level_corr: pd.DataFrame, shortening: pd.DataFrame, paper_corr: p
     cut_last = shortening.loc[merges, last].mean()
     text += (f"Against System 2 at the same level, the merges change length by {cut_first:+.1f}% on level {first} "
              f"and {cut_last:+.1f}% on level {last} (mean over merges). ")
+    if ours_corr is not None:
+        om = ours_corr[ours_corr["model"].isin(merges)]
+        text += (f"Across our {int(om['n_benchmarks'].max())} benchmarks ranked by difficulty, the merges' mean length "
+                 f"correlates with the rank at rho {om['rho'].min():.2f} to {om['rho'].max():.2f}. ")
     pm = paper_corr[paper_corr["model"].map(paper.role_of) == "merge"]
     if len(pm):
         text += (f"In the paper (Table 1, benchmarks ranked by difficulty), the merges' mean length correlates with "
