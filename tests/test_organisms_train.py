@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from l2s_lib.organisms import configs, study, train, world
@@ -78,3 +79,14 @@ def test_scoring_first_pass_flip_and_reflection():
     r = study.score(text, 7, 30)
     assert r == {"correct": False, "first_correct": True, "flip": True, "length": 30, "reflect": True}
     assert study.score(" 3+4=7. \\boxed{7}", 7, 9)["reflect"] is False
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Models of ~1M parameters run fastest on one intra-op thread (and do not fight a loaded CI machine)."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 from l2s_lib.organisms import configs, study
 
-BENCHES = ("org_levels",)
+BENCHES = ("org_levels", "org_easy", "org_hard")
 SPOT = 2  # spot-check problems per level (the shipped-checkpoint test regenerates them on CPU)
 #: Problems per level of ``org_levels`` measured for a card (its first ones of each level; None = all 100).
-CARD_PER_LEVEL = 20
+CARD_PER_LEVEL: int | None = None
 
 
 def _subset(per_level: int | None):
@@ -42,11 +42,14 @@ def measure(folder: Path, batch_size: int = 100, per_level: int | None = CARD_PE
     through ``l2s_lib.eval.evaluate`` (greedy, fp32, CPU)."""
     from l2s_lib.eval import evaluate
 
-    res = evaluate(str(folder), [_subset(per_level)], device="cpu", dtype="float32", batch_size=batch_size,
+    benches = [_subset(per_level)] + (list(BENCHES[1:]) if per_level is None else [])
+    res = evaluate(str(folder), benches, device="cpu", dtype="float32", batch_size=batch_size,
                    use_cache=False, progress=False)
     rec = res.records
     out: dict = {"benchmarks": {}, "spot_check": [], "per_level": per_level}
     for bench in BENCHES:
+        if not (rec.benchmark == bench).any():
+            continue
         rows = []
         for _, r in rec[rec.benchmark == bench].iterrows():
             s = study.score(r["response"], int(r["reference"]), int(r["n_tokens"]))
