@@ -12,3 +12,9 @@ Long-to-Short LLM Reasoning with Model Merging" (arXiv 2503.20641):
 """
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# tqdm.auto falls back to text bars when ipywidgets is absent (our notebooks' committed outputs are text);
+# its warning about that says nothing a reader needs.
+_warnings.filterwarnings("ignore", message="IProgress not found")

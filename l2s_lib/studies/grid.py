@@ -139,12 +139,22 @@ def evaluate(entries: Sequence[Entry], benchmarks: Sequence[str] | str, *, devic
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise ValueError(f"entry labels must be unique; repeated: {dupes}")
+    from transformers.utils import logging as hf_logging
+
     summaries, records = [], []
-    for entry in tqdm(entries, desc="models", disable=not progress, unit="model"):
-        path = materialize(entry, device=device)
-        kw = dict(eval_kw) | dict(entry.eval)
-        res = run_eval(path, benchmarks, device=device, model_name=entry.label, progress=False, **kw)
-        extra = {"role": entry.role, "method": entry.method} | dict(entry.meta)
-        summaries.append(res.summary.assign(**extra))
-        records.append(res.records.assign(role=entry.role, method=entry.method))
+    # One bar for the whole grid: the per-model bars of merges, calibration passes and transformers'
+    # weight loading would bury a notebook's output.
+    hf_bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        for entry in tqdm(entries, desc="models", disable=not progress, unit="model"):
+            path = materialize(entry, device=device)
+            kw = dict(eval_kw) | dict(entry.eval)
+            res = run_eval(path, benchmarks, device=device, model_name=entry.label, progress=False, **kw)
+            extra = {"role": entry.role, "method": entry.method} | dict(entry.meta)
+            summaries.append(res.summary.assign(**extra))
+            records.append(res.records.assign(role=entry.role, method=entry.method))
+    finally:
+        if hf_bars:
+            hf_logging.enable_progress_bar()
     return GridResult(pd.concat(summaries, ignore_index=True), pd.concat(records, ignore_index=True), list(entries))
