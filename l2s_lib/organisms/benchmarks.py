@@ -63,7 +63,7 @@ def write_fresh(out: Path, seed: int, per_level: int, levels=world_mod.LEVELS) -
     return write_jsonl(out, rows(world_mod.sample_unique({lv: per_level for lv in levels}, seed, "heldout")))
 
 
-def calibration_records(n: int = CALIBRATION_SIZE, seed: int = BENCHMARK_SEED, s1_style: str = "compressed",
+def calibration_records(n: int = CALIBRATION_SIZE, seed: int = BENCHMARK_SEED, s1_style: str = world_mod.DEFAULT_S1_STYLE,
                         world_name: str = "adaptive") -> list[dict]:
     """Aligned System 1 / System 2 solutions of calibration-split questions (levels 1-5 in equal numbers)."""
     per = {lv: n // len(world_mod.LEVELS) + (1 if i < n % len(world_mod.LEVELS) else 0)

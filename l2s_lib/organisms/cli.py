@@ -53,7 +53,8 @@ def register(subparsers) -> None:
     t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", type=Path, default=None, help="output folder (default OUTPUT_ROOT/organisms/SIZE_sSEED)")
-    t.add_argument("--s1-style", default="compressed", choices=["compressed", "slip"])
+    t.add_argument("--s1-style", default="slip", choices=["compressed", "slip"],
+                   help="System 1's style (default slip, the shipped design)")
     t.add_argument("--control", action="store_true", help="also train System 2 in the equal-rate world")
     t.add_argument("--steps-factor", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
     t.add_argument("--batch-size", type=int, default=None, help="override every stage's batch size (quick runs)")

@@ -224,7 +224,7 @@ def curve_summary(losses: list[float]) -> dict:
 
 
 def train_organism(size: str, out: str | Path, *, seed: int = 0, device: str = "cpu",
-                   s1_style: str = "compressed", recipe: configs.Recipe | None = None,
+                   s1_style: str = world_mod.DEFAULT_S1_STYLE, recipe: configs.Recipe | None = None,
                    control: bool = False, progress: bool = True) -> dict[str, Path]:
     """Builds one size end to end under ``out``: base, system1, system2, dpo (and system2_equal with
     ``control``: System 2 trained from the same System 1 in the equal-verification-rate world).

@@ -23,6 +23,9 @@ MAX_OPERAND = 99
 MAX_VALUE = 99
 LEVELS = (1, 2, 3, 4, 5)
 SPLITS = ("train", "heldout", "calibration")
+S1_STYLES = ("compressed", "slip")
+#: The System 1 style of the shipped organisms (chosen in data/organisms/README.md).
+DEFAULT_S1_STYLE = "slip"
 
 
 @dataclass(frozen=True)
@@ -171,7 +174,7 @@ ADAPTIVE = World()
 EQUAL = World(name="equal", verify_rate={lv: 0.8 for lv in LEVELS})
 
 
-def world(name: str, s1_style: str = "compressed") -> World:
+def world(name: str, s1_style: str = DEFAULT_S1_STYLE) -> World:
     """The named world (``adaptive`` or ``equal``) with System 1 style ``s1_style``."""
     if s1_style not in ("compressed", "slip"):
         raise ConfigError(f"unknown System 1 style {s1_style!r}; allowed: compressed, slip")
