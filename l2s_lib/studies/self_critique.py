@@ -186,7 +186,7 @@ def planted_prefix(question: str, idx: int | str, seed: int = 0) -> tuple[str, i
     return writers.forced_error_prefix(world.parse_question(question), rng)
 
 
-def probe_problems(benchmark="org_levels", per_level: int = 20) -> list:
+def probe_problems(benchmark="org_levels", per_level: int = 10) -> list:
     """The first ``per_level`` problems of each level of ``benchmark`` (a registered name or an ``eval``
     ``Benchmark``); all when ``per_level`` is 0."""
     from l2s_lib.eval.benchmarks import get_benchmark, load_benchmark
@@ -240,7 +240,7 @@ def _generate(model_dir: Path, prompts: list[str], max_new_tokens: int, batch_si
 
 
 def correction_probe(entries: Sequence[grid.Entry], world: str, benchmark="org_levels",
-                     per_level: int = 20, seed: int = 0, max_new_tokens: int = 320, batch_size: int = 128,
+                     per_level: int = 10, seed: int = 0, max_new_tokens: int = 200, batch_size: int = 128,
                      device: str = "cpu", progress: bool = True) -> ProbeResult:
     """Run the planted-error probe on every entry (merges are materialised through the grid's merge cache).
 
@@ -372,6 +372,6 @@ def conclusion(reflection: pd.DataFrame, probe: ProbeResult, system1: str, syste
         text += ("Self-correction probe (planted first-pass error): repaired by "
                  + ", ".join(f"{m} {s.loc[m, 'repaired_pct']:.0f}%" for m in s.index)
                  + f"; System 2 notices {s.loc[system2, 'noticed_pct']:.0f}% of the planted errors"
-                 + (", the merges " + ", ".join(f"{s.loc[m, 'noticed_pct']:.0f}%" for m in merges if m in s.index)
+                 + (", the merges " + ", ".join(f"{s.loc[m, 'noticed_pct']:.0f}% ({m})" for m in merges if m in s.index)
                     if any(m in s.index for m in merges) else "") + ".")
     return text.strip()
