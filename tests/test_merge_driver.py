@@ -153,6 +153,16 @@ def test_blocks_of_rows_give_the_same_result(tmp_path, tiny_pair, monkeypatch):
     assert all(torch.equal(whole[k], blocks[k]) for k in whole)
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method, params", [("task_arithmetic", {"weight": 0.7}), ("ties", {"density": 0.2})])
+def test_cuda_path_gives_the_cpu_tensors(tmp_path, tiny_pair_bf16, method, params):
+    s1, s2 = tiny_pair_bf16
+    cpu = _load(merge(_cfg(s1, s2, method, params), tmp_path / "cpu", progress=False))
+    gpu = _load(merge(_cfg(s1, s2, method, params), tmp_path / "gpu", device="cuda", progress=False))
+    assert all(torch.equal(cpu[k], gpu[k]) for k in cpu)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Bad inputs
 # ---------------------------------------------------------------------------------------------------
