@@ -375,7 +375,7 @@ def _check_positive_density(model_params: list[dict[str, Any]], where: str) -> N
 
 @register("linear")
 class Average(MergeMethod):
-    """Weighted average of the models: ``M = sum_i w_i theta_i / sum_i w_i`` (mergekit ``linear``).
+    """Weighted average of the models: M = sum_i w_i theta_i / sum_i w_i (mergekit ``linear``).
 
     With the default weights (all 1) this is the uniform average of model soups. No base is used: list
     System 1 *and* System 2 under ``models`` to get the paper's Average row, ``M = (A + B) / 2`` = TA(0.5)
@@ -409,7 +409,9 @@ class Average(MergeMethod):
 
 @register("ta")
 class TaskArithmetic(_GTA):
-    """Task Arithmetic: ``M = base + lambda * sum_k w_k (theta_k - base)`` (normalize: divide by sum w_k).
+    """Task Arithmetic: M = base + lambda * sum_k w_k (theta_k - base); one model: A + alpha (B - A).
+
+    With ``normalize: true`` the sum is divided by sum_k w_k.
 
     One model to merge (the paper): ``M = A + alpha (B - A)`` with alpha = ``weight`` (or ``lambda``);
     alpha = 0 gives System 1, alpha = 1 System 2, alpha = 0.5 the average. The paper uses alpha = 0.7.
@@ -425,8 +427,10 @@ class TaskArithmetic(_GTA):
 
 @register("ties_merging")
 class Ties(_GTA):
-    """TIES-Merging: trim each task vector to its largest-magnitude entries, elect a sign per entry,
-    average the agreeing entries (disjoint mean), scale by ``lambda`` and add to the base.
+    """TIES-Merging: trim task vectors by magnitude, elect signs, average the agreeing entries, scale.
+
+    Each task vector keeps its largest-magnitude entries; a sign is elected per entry; the agreeing
+    entries are averaged (disjoint mean), scaled by ``lambda`` and added to the base.
 
     One model to merge (the paper): the sign election is the identity, so ``M = A + lambda * trim(B - A)``
     (with ``normalize: true`` the model's ``weight`` cancels). The paper's k (fraction removed) is
@@ -446,8 +450,9 @@ class Ties(_GTA):
 
 @register("dare_task_arithmetic", "dare_ta")
 class DareLinear(_GTA):
-    """DARE on task arithmetic (mergekit ``dare_linear``): drop each task-vector entry with probability
-    ``1 - density``, rescale the survivors, then Task Arithmetic.
+    """DARE on task arithmetic (mergekit ``dare_linear``): random drop and rescale, then TA.
+
+    Each task-vector entry is dropped with probability ``1 - density`` and the survivors are rescaled.
 
     One model to merge: ``M = A + w * m * (B - A) / density`` with ``m ~ Bernoulli(density)`` seeded per
     tensor name. The paper's DARE row (DARE on Average) is ``weight: 0.5``; its DARE-TA is ``weight: 0.7``;
@@ -468,8 +473,7 @@ class DareLinear(_GTA):
 
 @register()
 class DareTies(_GTA):
-    """DARE-TIES: DARE's random drop and rescale, then (optionally) a magnitude trim, then TIES's sign
-    election and disjoint mean.
+    """DARE-TIES: DARE's random drop and rescale, an optional magnitude trim, then TIES's sign election.
 
     mergekit's ``dare_ties`` has no magnitude trim (``trim_density: 1``, the default). The paper's DARE-TIES
     applies TIES with its k after DARE: ``trim_density: 1 - k``. One model to merge:
@@ -493,7 +497,8 @@ class DareTies(_GTA):
 
 @register()
 class Slerp(MergeMethod):
-    """Spherical linear interpolation between the base and one model, per tensor:
+    """Spherical linear interpolation between the base and one model, tensor by tensor.
+
     ``M = sin((1-t) W)/sin W * A + sin(t W)/sin W * B`` with ``W`` the angle between the flattened tensors
     (linear interpolation when they are nearly colinear, |cos W| > 0.9995, as in mergekit).
 
