@@ -206,6 +206,7 @@ def merge(
         compute_dtype=COMPUTE_DTYPES[cfg.policies["compute_dtype"]], policies=cfg.policies,
     )
     ctx.state["shapes"] = {n: p.shape for n, p in plans.items()}
+    ctx.state["progress"] = progress  # pre-passes (calibration) show bars only when the merge does
     job = MergeJobImpl(base if method.needs_base else None, models, plans, ctx, reference)
     out_config, config_record = output_config(cfg, inputs, reference, models, out_tied=HEAD_NAME not in plans,
                                               out_dtype=out_dtype or reference.stored_dtype)

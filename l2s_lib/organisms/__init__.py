@@ -16,7 +16,7 @@ ROLES = ("system1", "system2", "dpo")
 #: not trained to completion in this session), 1M parameters, answers of 12-110 tokens.
 DEFAULT_SIZE = "1m"
 #: Sizes whose checkpoints are committed under ``data/organisms/<size>/``.
-SHIPPED_SIZES = ("1m",)
+SHIPPED_SIZES = ("1m", "6m")
 
 
 def organism_path(size: str = DEFAULT_SIZE, role: str = "system2") -> Path:
