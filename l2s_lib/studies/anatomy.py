@@ -247,7 +247,7 @@ def svd_methods_vs_ta(average: pd.DataFrame | None, system2: str = "System 2") -
 def versus_text(versus: pd.DataFrame | None, digits: int = 1) -> str:
     """``svd_methods_vs_ta`` as a rounded text table, or a line saying there is nothing to compare."""
     if versus is None:
-        return "no comparison: notebook 01's results are absent"
+        return "no comparison"
     return versus.round(digits).to_string(index=False)
 
 
@@ -273,8 +273,9 @@ def conclusion(kinds: pd.DataFrame, versus: pd.DataFrame | None, settings: Mappi
              f"(so LoRE-TA stays close to TA); flattening the spectrum (Iso-C) changes tau by "
              f"{100 * k['iso_c_error']:.0f}% of its energy (median matrix). ")
     if versus is None or len(versus) <= 1:
-        text += ("Notebook 01's results were not found (run `01_merge_methods` with the same CONFIG first), so "
-                 "whether the SVD methods fare worse than task arithmetic is not judged here.")
+        text += ("Notebook 01's results for the SVD methods and Task Arithmetic were not found (run "
+                 "`01_merge_methods` with the same CONFIG first), so whether the SVD methods fare worse than task "
+                 "arithmetic is not judged here.")
         return text.strip()
     svd = versus[versus["key"] != REFERENCE_METHOD]
     worse = svd[svd["accuracy_vs_ta"] < -acc_tol]
@@ -336,6 +337,18 @@ def merge_results(config: str = "default") -> tuple[pd.DataFrame | None, str]:
         return results.read("01_merge_methods", "average", config), f"read notebook 01's results (config '{config}')"
     except FileNotFoundError as exc:
         return None, f"notebook 01's results are absent: {exc}"
+
+
+def svd_comparison(config: str = "default", system2: str = "System 2") -> tuple[pd.DataFrame | None, str]:
+    """``svd_methods_vs_ta`` of notebook 01's results for ``config``, and a line saying where they came from, or
+    why there is no comparison (no results yet, or a table without Task Arithmetic or ``system2``)."""
+    average, note = merge_results(config)
+    if average is None:
+        return None, note
+    try:
+        return svd_methods_vs_ta(average, system2), note
+    except ValueError as exc:
+        return None, f"{note}, but they cannot be compared: {exc}"
 
 
 def figure(a: Anatomy, title: str = "This run") -> plt.Figure:

@@ -135,6 +135,8 @@ def fig_reflection_by_level(reflection: pd.DataFrame, benchmark: str, roles: Map
     colors = model_colors(roles)
     part = reflection[(reflection["benchmark"] == benchmark) & (reflection["level"] != "all")].copy()
     part["level"] = part["level"].astype(int)
+    # Keyword frequency is undefined without reflective responses: leave a gap rather than draw a 0.
+    part["keyword_freq"] = part["keyword_freq"].where(part["n_reflective"] > 0)
     for ax, value, label in ((axes[0], "reflective_pct", "reflective responses (%)"),
                              (axes[1], "keyword_freq", "keywords per reflective response")):
         for kw, style in (("paper", "-"), ("paper-code", "--")):

@@ -1,0 +1,159 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · Self-critique: do the merged models still reflect, and does reflecting repair errors?
+#
+# Reproduces **Table 6** and **Figure 2b** of Wu et al. (2025), *Unlocking Efficient Long-to-Short LLM Reasoning
+# with Model Merging* (arXiv 2503.20641): the share of reflective responses (at least one of the paper's
+# reflection keywords: wait, re-examine, recap, double-check, let me (just) check / verify) per benchmark and per
+# difficulty level, and the keyword frequency per reflective response, under both keyword lists of
+# `l2s_lib.metrics` (`paper`: the footnote as whole words; `paper-code`: the substring list of the paper's code).
+# The paper's Table 6 (7B) is drawn beside ours.
+#
+# Beyond the paper, a **self-correction probe** (organisms only): each prompt is prefilled with a first pass that
+# carries one planted arithmetic error and ends "So the answer is W."; how often does each model notice the error
+# (a reflection keyword in its continuation) and repair it (right final answer)? Real models write free-form
+# solutions with no fixed first pass to corrupt, so for them the probe is skipped with a printed reason.
+#
+# - **Default run** (organisms, CPU): the shipped organism pair and notebook 01's merges (same settings, same
+#   generation cache), 10 probe problems per level: about 15-25 s after notebook 01 on 2 CPU cores; cold, about
+#   2.5 minutes on a heavily loaded 2-core machine after notebook 03 (the probe's generations are cached too).
+# - **Paper scale** (GPU, vLLM): `l2s run 04_self_critique paper_7b` (also `paper_1p5b`, `paper_14b`,
+#   `paper_32b`), which executes this notebook with `notebooks/params/04_self_critique/paper_7b.yaml`.
+
+# %%
+import warnings
+
+from IPython.display import Markdown, display
+from tqdm import TqdmWarning
+
+# Before l2s_lib imports tqdm.auto: without ipywidgets, text progress bars are fine (and the warning would
+# print this machine's paths into the outputs).
+warnings.simplefilter("ignore", TqdmWarning)
+
+from l2s_lib import figures, results  # noqa: E402
+from l2s_lib.studies import calibration_fit, catalog, grid, notebooks, self_critique  # noqa: E402
+
+# %% tags=["parameters"]
+SIZE = ""  # organism size; "" = l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
+SYSTEM1 = ""  # System 1 (base) path or hub id; "" = the organism
+SYSTEM2 = ""  # System 2 path or hub id; "" = the organism
+DPO = ""  # DPO baseline path or hub id; "" = the organism's (skipped for real models when empty)
+CALIBRATION = ""  # calibration set for AIM / Sens; "" = the organisms' data/organisms/calibration.jsonl
+BENCHMARKS = "org_easy,org_levels,org_hard"  # comma-separated registered benchmarks
+LEVEL_BENCHMARK = "org_levels"  # the benchmark with difficulty levels (math500 for real models)
+METHODS = "average,task_arithmetic,ties,lore,aim_ties,sens"  # merge method keys: Table 6's rows
+SCALE = "7b"  # which of the paper's Table 7 rows sets the hyper-parameters (1p5b, 7b, 14b, 32b)
+PROMPT = ""  # prompt for System 2, DPO and merges; "" = each benchmark's default
+MAX_NEW_TOKENS = 0  # generation budget for System 2, DPO and merges; 0 = each benchmark's default
+S1_PROMPT = ""  # prompt for System 1 ("cot" few-shot in the paper); "" = each benchmark's default
+S1_MAX_NEW_TOKENS = 0  # budget for System 1 (8192 in the paper); 0 = each benchmark's default
+LIMIT = 0  # first N problems of each benchmark; 0 = all
+PROBE_PER_LEVEL = 10  # self-correction probe: problems per level of LEVEL_BENCHMARK (0 = all)
+PROBE_MAX_NEW_TOKENS = 200  # self-correction probe: budget of each continuation (a repair needs about 130 at level 5)
+BACKEND = "hf"  # generation backend: hf or vllm
+DEVICE = "cpu"  # cpu or cuda
+BATCH_SIZE = 128  # generation batch size (hf backend and probe)
+SEED = 0  # merge seed (DARE masks, calibration sampling) and the probe's planted errors
+CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
+
+# %%
+STUDY = "04_self_critique"
+params = notebooks.current_parameters(STUDY, globals())
+pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
+entries = catalog.pair_entries(pair, catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS),
+                               catalog.decoding(PROMPT, MAX_NEW_TOKENS))
+entries += catalog.method_entries(pair, METHODS, scale=SCALE, seed=SEED,
+                                  overrides=calibration_fit.calibration_overrides(pair, METHODS, SCALE),
+                                  **catalog.decoding(PROMPT, MAX_NEW_TOKENS))
+run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
+reflection = self_critique.reflection_table(run.records)
+results.write(reflection, STUDY, "reflection", CONFIG, params);
+
+# %% [markdown]
+# ## Table 6: reflective responses (%) per benchmark, ours (paper keyword list) and the paper's 7B
+
+# %%
+# NBVAL_CHECK_OUTPUT
+table6 = self_critique.by_benchmark(reflection, models=run.labels())
+print(table6.round(1).to_string())
+print("\npaper, 7B (Table 6):")
+print(self_critique.paper_table6().to_string())
+
+# %%
+fig = self_critique.fig_table6(table6, self_critique.paper_table6(), ours_title=f"This run ({pair.world})")
+figures.save(fig, "tab6_reflection");
+
+# %% [markdown]
+# ## Keyword lists side by side: reflective share (%) and keywords per reflective response, all benchmarks pooled
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(self_critique.keyword_lists_side_by_side(reflection, run.labels()).to_string())
+
+# %% [markdown]
+# ## Figure 2b: reflective responses and keyword frequency by difficulty level
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("reflective responses (%), paper list")
+print(self_critique.by_level(reflection, LEVEL_BENCHMARK, models=run.labels()).round(1).to_string())
+print("\nkeywords per reflective response, paper list")
+print(self_critique.by_level(reflection, LEVEL_BENCHMARK, "keyword_freq", models=run.labels()).round(2).to_string())
+
+# %%
+fig = self_critique.fig_reflection_by_level(reflection, LEVEL_BENCHMARK, run.roles(), ours_title=f"This run ({pair.world})")
+figures.save(fig, "fig2b_reflection_by_level");
+
+# %% [markdown]
+# ## Beyond the paper: the self-correction probe
+#
+# Each prompt carries a first pass with one planted error (a running value off by 1-10, later steps consistent
+# with it). *Noticed*: the continuation contains a reflection keyword; *repaired*: its final answer is right;
+# *kept error*: its final answer is the planted one.
+
+# %%
+probe = self_critique.correction_probe(entries, pair.world, LEVEL_BENCHMARK, PROBE_PER_LEVEL, SEED,
+                                       PROBE_MAX_NEW_TOKENS, BATCH_SIZE, DEVICE)
+results.write(probe.summary, STUDY, "correction_probe", CONFIG, params)
+results.write(probe.rows.drop(columns=["continuation"]), STUDY, "correction_probe_rows", CONFIG, params);
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(probe.note())
+print("\nrepaired (%) by level")
+print(self_critique.probe_overview(probe, "repaired_pct").to_string())
+print("\nnoticed (%) by level")
+print(self_critique.probe_overview(probe, "noticed_pct").to_string())
+
+# %%
+fig = self_critique.fig_probe(probe, run.roles())
+figures.save(fig, "tab6_correction_probe");
+
+# %% [markdown]
+# ## Do the merges keep the paper's self-critique pattern?
+
+# %%
+display(Markdown(self_critique.conclusion(reflection, probe, pair.label1, pair.label2, run.labels("merge"),
+                                          LEVEL_BENCHMARK, world=pair.world)))
+
+# %% [markdown]
+# ## Provenance
+
+# %%
+print(notebooks.provenance(params))
