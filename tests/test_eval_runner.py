@@ -141,6 +141,20 @@ def test_edited_question_is_generated_again(model_dir, tmp_path):
     pd.testing.assert_frame_equal(again.records, edited.records)
 
 
+def test_a_different_tokenisation_of_the_same_prompt_is_generated_again(model_dir, tmp_path, monkeypatch):
+    """A tokenizer fix changes the model's input without changing the prompt text: no stale cache hit."""
+    from l2s_lib.eval import runner
+
+    kw = dict(max_new_tokens=4, batch_size=5, progress=False, cache_dir=tmp_path / "cache")
+    bench = benchmark_from_file(MATH500, like="math500")
+    first = evaluate(model_dir, bench, **kw)
+    assert evaluate(model_dir, bench, **kw).settings["benchmarks"]["math500"]["generated"] == 0
+    real = runner.prompt_ids
+    monkeypatch.setattr(runner, "prompt_ids", lambda tok, text: real(tok, text)[1:])
+    again = evaluate(model_dir, bench, **kw)
+    assert again.settings["benchmarks"]["math500"]["generated"] == len(first.records)
+
+
 def test_cache_files_are_per_key(tmp_path):
     cache = GenerationCache(tmp_path, "b", {"k": 1})
     cache.append({"idx": 1, "prompt_sha": "aaa", "response": "x"})

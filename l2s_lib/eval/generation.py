@@ -83,7 +83,8 @@ def resolve_dtype(dtype: str | None, device: str) -> str:
     return DTYPES[name]
 
 
-def _prompt_ids(tokenizer, prompt: str) -> list[int]:
+def prompt_ids(tokenizer, prompt: str) -> list[int]:
+    """The token ids a backend feeds the model for ``prompt`` (also hashed into the generation cache)."""
     # A chat template usually writes the BOS token itself (R1-Distill does); adding it again would
     # give the model two, so special tokens are added only when the text does not start with BOS.
     bos = getattr(tokenizer, "bos_token", None)
@@ -205,7 +206,7 @@ class HFBackend(Backend):
         tok, model = self.tokenizer, self.model
         eos_ids = eos_token_ids(tok, model.generation_config)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
-        encoded = [_prompt_ids(tok, p) for p in prompts]
+        encoded = [prompt_ids(tok, p) for p in prompts]
         # Longest first: similar lengths share a batch, and an out-of-memory batch shows up at once.
         order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
         # A fresh config (not the checkpoint's, which may carry sampling defaults or penalties), as the
@@ -303,7 +304,7 @@ class VLLMBackend(Backend):
         try:
             for start in range(0, len(prompts), self.chunk_size):
                 chunk = list(range(start, min(start + self.chunk_size, len(prompts))))
-                requests = [{"prompt_token_ids": _prompt_ids(tok, prompts[i])} for i in chunk]
+                requests = [{"prompt_token_ids": prompt_ids(tok, prompts[i])} for i in chunk]
                 outputs = self.llm.generate(requests, sampling, use_tqdm=False)
                 for i, out in zip(chunk, outputs):
                     o = out.outputs[0]

@@ -20,7 +20,7 @@ from l2s_lib.errors import CheckpointError, ConfigError
 from l2s_lib.eval.benchmarks import Benchmark, get_benchmark, load_benchmark
 from l2s_lib.eval import grading
 from l2s_lib.eval.cache import GenerationCache, grade_key, text_sha
-from l2s_lib.eval.generation import Backend, DecodingParams, make_backend
+from l2s_lib.eval.generation import Backend, DecodingParams, make_backend, prompt_ids
 from l2s_lib.eval.prompts import get_prompt
 
 #: Defaults of the paper's protocol for System 2 and the merges (System 1: see ``PAPER_DECODING``).
@@ -187,7 +187,9 @@ def evaluate(
                                 stop=template.stop)
         problems = problem_sets[bench.name]
         prompts = [template.build(p.question, engine.tokenizer) for p in problems]
-        shas = [text_sha(t) for t in prompts]
+        # Keyed by the prompt's text *and* its token ids: the same text tokenised differently (a tokenizer fix,
+        # another transformers version) is a different input and must not reuse cached generations.
+        shas = [text_sha(t + "\x00" + ",".join(map(str, prompt_ids(engine.tokenizer, t)))) for t in prompts]
         key = {"model": fingerprint, "benchmark": bench.name, "prompt": template.name,
                "decoding": params.as_dict(), **engine.identity()}
         cache = GenerationCache(cache_root, bench.name, key) if use_cache else None
