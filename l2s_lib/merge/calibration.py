@@ -298,9 +298,15 @@ def free_memory() -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
+#: Bumped when the code that turns calibration data into statistics changes what it computes. 2: tokenizers
+#: are loaded faithfully to tokenizer.json (``l2s_lib.tokenization``); statistics of version 1 were computed on
+#: mis-tokenised text for checkpoints with a custom tokenizer on a Qwen2 architecture (the organisms).
+STATS_VERSION = 2
+
+
 def cache_key(kind: str, **parts: Any) -> str:
-    """The cache key of a calibration statistic: a hash of what determines it (models, data, options)."""
-    return data_fingerprint({"kind": kind, **parts}, length=24)
+    """The cache key of a calibration statistic: a hash of what determines it (models, data, options, code)."""
+    return data_fingerprint({"kind": kind, "version": STATS_VERSION, **parts}, length=24)
 
 
 def _cache_file(kind: str, key: str, suffix: str) -> Path:
