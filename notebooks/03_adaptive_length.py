@@ -44,7 +44,7 @@ from tqdm import TqdmWarning
 warnings.simplefilter("ignore", TqdmWarning)
 
 from l2s_lib import figures, results  # noqa: E402
-from l2s_lib.studies import adaptive_length, calibration_fit, catalog, grid, notebooks, tables  # noqa: E402
+from l2s_lib.studies import adaptive_length, catalog, grid, notebooks, tables  # noqa: E402
 
 # %% tags=["parameters"]
 SIZE = ""  # organism size; "" = l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
@@ -73,9 +73,7 @@ params = notebooks.current_parameters(STUDY, globals())
 pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
 entries = catalog.pair_entries(pair, catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS),
                                catalog.decoding(PROMPT, MAX_NEW_TOKENS))
-entries += catalog.method_entries(pair, METHODS, scale=SCALE, seed=SEED,
-                                  overrides=calibration_fit.calibration_overrides(pair, METHODS, SCALE),
-                                  **catalog.decoding(PROMPT, MAX_NEW_TOKENS))
+entries += catalog.method_entries(pair, METHODS, scale=SCALE, seed=SEED, **catalog.decoding(PROMPT, MAX_NEW_TOKENS))
 run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
 levels = adaptive_length.level_lengths(run.summary, LEVEL_BENCHMARK, run.labels())
 ours_benchmarks = adaptive_length.benchmark_lengths(tables.overall(run.summary), run.labels(),

@@ -47,7 +47,7 @@ from tqdm import TqdmWarning
 warnings.simplefilter("ignore", TqdmWarning)
 
 from l2s_lib import figures, results  # noqa: E402
-from l2s_lib.studies import calibration_fit, catalog, grid, notebooks, self_critique  # noqa: E402
+from l2s_lib.studies import catalog, grid, notebooks, self_critique  # noqa: E402
 
 # %% tags=["parameters"]
 SIZE = ""  # organism size; "" = l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
@@ -78,9 +78,7 @@ params = notebooks.current_parameters(STUDY, globals())
 pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
 entries = catalog.pair_entries(pair, catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS),
                                catalog.decoding(PROMPT, MAX_NEW_TOKENS))
-entries += catalog.method_entries(pair, METHODS, scale=SCALE, seed=SEED,
-                                  overrides=calibration_fit.calibration_overrides(pair, METHODS, SCALE),
-                                  **catalog.decoding(PROMPT, MAX_NEW_TOKENS))
+entries += catalog.method_entries(pair, METHODS, scale=SCALE, seed=SEED, **catalog.decoding(PROMPT, MAX_NEW_TOKENS))
 run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
 reflection = self_critique.reflection_table(run.records)
 results.write(reflection, STUDY, "reflection", CONFIG, params);

@@ -119,19 +119,6 @@ def test_rounded_keeps_nan():
     assert df["a"].iloc[0] == 1.23 and math.isnan(df["a"].iloc[1]) and df["b"].tolist() == ["x", "y"]
 
 
-def test_calibration_n_is_capped_at_the_set_size(tmp_path):
-    from l2s_lib.studies import calibration_fit, catalog
-
-    cal = tmp_path / "cal.jsonl"
-    cal.write_text("".join('{"question": "q", "short_answer": "a", "long_answer": "b"}\n' for _ in range(7)))
-    pair = catalog.Pair("s1", "s2", calibration=str(cal))
-    over = calibration_fit.calibration_overrides(pair, "task_arithmetic,aim_ties,sens")
-    assert over == {"aim_ties": {"params": {"calibration_n": 7}}, "sens": {"params": {"calibration_n": 7}}}
-    entries = catalog.method_entries(pair, "aim_ties", overrides=over)
-    assert entries[0].config["parameters"]["calibration_n"] == 7 and entries[0].label == "AIM-Ties"
-    assert calibration_fit.calibration_overrides(catalog.Pair("a", "b"), "aim_ties") == {}
-
-
 def test_organism_benchmarks_are_ranked_by_mean_level():
     s = pd.concat([
         pd.DataFrame({"model": "A", "benchmark": "hard", "level": ["5", "all"], "n": [30, 30],

@@ -284,13 +284,14 @@ def conclusion(kinds: pd.DataFrame, versus: pd.DataFrame | None, settings: Mappi
         for r in svd.itertuples()) + ". ")
     if not low_rank and len(worse):
         verdict = (f"consistent with the paper's hypothesis: tau is not low-rank and {len(worse)} of {len(svd)} SVD "
-                   f"methods lose more than {acc_tol:g} points to TA")
+                   f"methods lose more than {acc_tol:g} points to TA ({', '.join(worse['method'])})")
     elif not low_rank:
         verdict = (f"not supported here: tau is not low-rank, yet no SVD method loses more than {acc_tol:g} points "
                    f"to TA")
     elif len(worse):
         verdict = (f"not supported here: tau is low-rank, yet {len(worse)} of {len(svd)} SVD methods lose more than "
-                   f"{acc_tol:g} points to TA, so something other than rank explains it")
+                   f"{acc_tol:g} points to TA ({', '.join(worse['method'])}), so something other than rank explains "
+                   f"their loss")
     else:
         verdict = (f"consistent with the paper's hypothesis read the other way: tau is low-rank and the SVD methods "
                    f"stay within {acc_tol:g} points of TA")
