@@ -65,3 +65,14 @@ def read(study: str, name: str, config: str = "default") -> pd.DataFrame:
 def read_params(study: str, name: str, config: str = "default") -> dict[str, Any]:
     """The provenance sidecar of a result table."""
     return json.loads((paths.results_dir() / study / config / f"{name}.json").read_text())
+
+
+def figure_dir(study: str, config: str = "default") -> Path:
+    """Where a study's figures go: ``figures/`` for the default run (the canonical figures the README shows),
+    ``data/results/<study>/<config>/figures/`` for any other configuration, so a paper-scale or variant run never
+    overwrites the canonical figures."""
+    if config == "default":
+        return paths.figures_dir()
+    d = result_dir(study, config) / "figures"
+    d.mkdir(parents=True, exist_ok=True)
+    return d

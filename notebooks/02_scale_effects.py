@@ -4,6 +4,11 @@
 #     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -61,9 +66,9 @@ summary = scale.run_ladder(pairs, METHODS, mapping, BENCHMARKS, seed=SEED,
                            system1_eval=catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS),
                            system2_eval=catalog.decoding(PROMPT, MAX_NEW_TOKENS), device=DEVICE, backend=BACKEND,
                            batch_size=BATCH_SIZE, limit=LIMIT or None)
-results.write(summary, STUDY, "summary", CONFIG, params)
+results.write(summary, STUDY, "summary", CONFIG, params);
 ladder = scale.ladder_average(summary)
-results.write(ladder, STUDY, "average", CONFIG, params)
+results.write(ladder, STUDY, "average", CONFIG, params);
 
 # %% [markdown]
 # ## Tables 2-4: accuracy (mean length) per benchmark at each size
@@ -80,7 +85,7 @@ for size, part in summary.groupby("size", sort=False):
 # %%
 # NBVAL_CHECK_OUTPUT
 reflection = scale.reflection_counts(summary)
-results.write(reflection, STUDY, "reflection", CONFIG, params)
+results.write(reflection, STUDY, "reflection", CONFIG, params);
 print(reflection.pivot_table(index=["size", "model"], columns="benchmark",
                              values=["reflective_responses", "keyword_freq"], sort=False).round(1).to_string())
 
@@ -95,7 +100,7 @@ print(ladder[ladder.model.isin(merge_labels)][["size", "model", "accuracy_gap", 
 
 # %%
 fig = scale.fig_scale(ladder, scale.paper_average_tables(), merge_labels)
-figures.save(fig, "fig3_scale_effects")
+figures.save(fig, "fig3_scale_effects", results.figure_dir(STUDY, CONFIG));
 
 # %%
 display(Markdown(scale.scale_conclusion(ladder, merge_labels)))
@@ -114,7 +119,7 @@ if THREE_MODEL and pair.world == "organism" and pair.dpo:
     entries = catalog.pair_entries(pair) + scale.three_model_entries(trio, seed=SEED)
     table5 = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE,
                            limit=LIMIT or None, progress=False).summary
-    results.write(table5, STUDY, "three_model", CONFIG, params)
+    results.write(table5, STUDY, "three_model", CONFIG, params);
     print(tables.paper_style(table5, system2="System 2").to_string())
 else:
     print("Table 5 is asked of the organisms only (set THREE_MODEL and use the organism pair).")

@@ -79,7 +79,7 @@ levels = adaptive_length.level_lengths(run.summary, LEVEL_BENCHMARK, run.labels(
 ours_benchmarks = adaptive_length.benchmark_lengths(tables.overall(run.summary), run.labels(),
                                                     order=adaptive_length.mean_level_order(run.summary))
 paper_benchmarks = adaptive_length.paper_benchmark_lengths(SCALE, run.labels("merge"))
-results.write(levels, STUDY, "length_by_level", CONFIG, params)
+results.write(levels, STUDY, "length_by_level", CONFIG, params);
 results.write(ours_benchmarks, STUDY, "length_by_benchmark", CONFIG, params);
 
 # %% [markdown]
@@ -100,8 +100,8 @@ print(adaptive_length.level_table(levels).to_string())
 level_corr = adaptive_length.level_correlations(run.records, LEVEL_BENCHMARK, run.labels())
 ours_corr = adaptive_length.benchmark_correlations(ours_benchmarks)
 paper_corr = adaptive_length.benchmark_correlations(paper_benchmarks)
-results.write(level_corr, STUDY, "level_correlations", CONFIG, params)
-results.write(ours_corr, STUDY, "benchmark_correlations", CONFIG, params)
+results.write(level_corr, STUDY, "level_correlations", CONFIG, params);
+results.write(ours_corr, STUDY, "benchmark_correlations", CONFIG, params);
 results.write(paper_corr, STUDY, "paper_benchmark_correlations", CONFIG, params);
 
 # %%
@@ -118,7 +118,7 @@ print(adaptive_length.rounded(paper_corr).to_string(index=False))
 # %%
 # NBVAL_CHECK_OUTPUT
 shortening = adaptive_length.shortening_by_level(levels, pair.label2)
-results.write(shortening.reset_index(), STUDY, "length_change_by_level", CONFIG, params)
+results.write(shortening.reset_index(), STUDY, "length_change_by_level", CONFIG, params);
 print(shortening.round(1).to_string())
 
 # %% [markdown]
@@ -128,7 +128,7 @@ print(shortening.round(1).to_string())
 fig = adaptive_length.fig_adaptive_length(levels, ours_benchmarks, paper_benchmarks, run.roles(), LEVEL_BENCHMARK,
                                           paper_title=f"Paper {adaptive_length.PAPER_SCALES[SCALE]}",
                                           ours_title=f"This run ({pair.world})")
-figures.save(fig, "fig2a_adaptive_length");
+figures.save(fig, "fig2a_adaptive_length", results.figure_dir(STUDY, CONFIG));
 
 # %% [markdown]
 # ## Do the merges adapt their length to difficulty?

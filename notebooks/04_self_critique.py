@@ -95,7 +95,7 @@ print(self_critique.paper_table6().to_string())
 
 # %%
 fig = self_critique.fig_table6(table6, self_critique.paper_table6(), ours_title=f"This run ({pair.world})")
-figures.save(fig, "tab6_reflection");
+figures.save(fig, "tab6_reflection", results.figure_dir(STUDY, CONFIG));
 
 # %% [markdown]
 # ## Keyword lists side by side: reflective share (%) and keywords per reflective response, all benchmarks pooled
@@ -116,7 +116,7 @@ print(self_critique.by_level(reflection, LEVEL_BENCHMARK, "keyword_freq", models
 
 # %%
 fig = self_critique.fig_reflection_by_level(reflection, LEVEL_BENCHMARK, run.roles(), ours_title=f"This run ({pair.world})")
-figures.save(fig, "fig2b_reflection_by_level");
+figures.save(fig, "fig2b_reflection_by_level", results.figure_dir(STUDY, CONFIG));
 
 # %% [markdown]
 # ## Beyond the paper: the self-correction probe
@@ -128,7 +128,7 @@ figures.save(fig, "fig2b_reflection_by_level");
 # %%
 probe = self_critique.correction_probe(entries, pair.world, LEVEL_BENCHMARK, PROBE_PER_LEVEL, SEED,
                                        PROBE_MAX_NEW_TOKENS, BATCH_SIZE, DEVICE)
-results.write(probe.summary, STUDY, "correction_probe", CONFIG, params)
+results.write(probe.summary, STUDY, "correction_probe", CONFIG, params);
 results.write(probe.rows.drop(columns=["continuation"]), STUDY, "correction_probe_rows", CONFIG, params);
 
 # %%
@@ -141,7 +141,7 @@ print(self_critique.probe_overview(probe, "noticed_pct").to_string())
 
 # %%
 fig = self_critique.fig_probe(probe, run.roles())
-figures.save(fig, "tab6_correction_probe");
+figures.save(fig, "tab6_correction_probe", results.figure_dir(STUDY, CONFIG));
 
 # %% [markdown]
 # ## Do the merges keep the paper's self-critique pattern?

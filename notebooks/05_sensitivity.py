@@ -4,6 +4,11 @@
 #     cell_metadata_filter: tags,-all
 #     formats: ipynb,py:percent
 #     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -63,10 +68,10 @@ sweeps = (sensitivity.alpha_sweep(pair, sensitivity.floats(ALPHAS), SCALE, SEED,
                                           [int(n) for n in CALIBRATION_NS.split(",")], SCALE, SEED, **dec))
 entries = catalog.pair_entries(pair, catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS), dec)[:2] + sweeps
 run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
-results.write(run.summary, STUDY, "summary", CONFIG, params)
+results.write(run.summary, STUDY, "summary", CONFIG, params);
 avg = tables.average_table(run.summary, system2=pair.label2, models=run.labels()).set_index("model")
 sweep = sensitivity.sweep_table(avg.reset_index(), sweeps)
-results.write(sweep, STUDY, "sweep", CONFIG, params)
+results.write(sweep, STUDY, "sweep", CONFIG, params);
 
 # %% [markdown]
 # ## Task Arithmetic: accuracy and length against alpha
@@ -79,7 +84,7 @@ print(sweep[sweep.family == "ta_alpha"][cols].round(2).to_string(index=False))
 
 # %%
 fig = sensitivity.fig_alpha(sweep, avg.loc[pair.label1], avg.loc[pair.label2])
-figures.save(fig, "fig4_alpha_sweep")
+figures.save(fig, "fig5a_alpha_sweep", results.figure_dir(STUDY, CONFIG));
 
 # %% [markdown]
 # ## TIES trim ratio and DARE drop rate
@@ -90,7 +95,7 @@ print(sweep[sweep.family.isin(["ties_k", "dare_p"])][["family"] + cols].round(2)
 
 # %%
 fig = sensitivity.fig_trim_drop(sweep, avg.loc[pair.label2])
-figures.save(fig, "fig5_trim_drop")
+figures.save(fig, "fig5b_trim_drop", results.figure_dir(STUDY, CONFIG));
 
 # %% [markdown]
 # ## Calibration data of AIM and Sens
@@ -101,7 +106,7 @@ print(sweep[sweep.family.str.startswith(("aim_", "sens_"))][["family"] + cols].r
 
 # %%
 fig = sensitivity.fig_calibration(sweep)
-figures.save(fig, "fig6_calibration")
+figures.save(fig, "fig5c_calibration", results.figure_dir(STUDY, CONFIG));
 
 # %% [markdown]
 # ## Conclusion

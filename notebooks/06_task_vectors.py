@@ -59,8 +59,8 @@ params = notebooks.current_parameters(STUDY, globals())
 pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2)
 tau = anatomy.measure(pair.system1, pair.system2, scale=SCALE, device=DEVICE, seed=SEED)
 kinds = tau.kinds()
-results.write(tau.tensors, STUDY, "tensors", CONFIG, params)
-results.write(tau.spectra, STUDY, "spectra", CONFIG, params)
+results.write(tau.tensors, STUDY, "tensors", CONFIG, params);
+results.write(tau.spectra, STUDY, "spectra", CONFIG, params);
 results.write(kinds, STUDY, "kinds", CONFIG, params);
 
 # %% [markdown]
@@ -78,7 +78,7 @@ print(kinds.round(3).to_string(index=False))
 
 # %%
 fig = anatomy.figure(tau, title=f"This run ({pair.world})")
-figures.save(fig, "fig6_task_vectors");
+figures.save(fig, "fig6_task_vectors", results.figure_dir(STUDY, CONFIG));
 
 # %% [markdown]
 # ## The SVD methods against Task Arithmetic (notebook 01)

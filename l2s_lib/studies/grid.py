@@ -90,6 +90,11 @@ def merge_key(config: Mapping[str, Any]) -> str:
     refs = ([cfg["base_model"]] if cfg.get("base_model") else []) + [m["model"] for m in cfg["models"]]
     prints = {ref: model_fingerprint(ref) if Path(ref).is_dir() else ref for ref in refs}
     keyed = dict(cfg)
+    # The code that computes a merge is part of what it is (calibration statistics have their own version).
+    from l2s_lib import __version__
+    from l2s_lib.merge.calibration import STATS_VERSION
+
+    keyed["code"] = {"l2s_lib": __version__, "calibration_stats": STATS_VERSION}
     keyed["base_model"] = prints.get(cfg.get("base_model"))
     keyed["models"] = [{"model": prints[m["model"]], "parameters": m["parameters"]} for m in cfg["models"]]
     return data_fingerprint(keyed)

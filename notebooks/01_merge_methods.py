@@ -1,0 +1,102 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     notebook_metadata_filter: kernelspec
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 01 · Merge methods: accuracy and response length of every method
+#
+# Reproduces **Table 1** and **Figure 1** of Wu et al. (2025), *Unlocking Efficient Long-to-Short LLM Reasoning
+# with Model Merging* (arXiv 2503.20641): System 1, System 2, the DPO baseline and every merge method, evaluated
+# on three benchmarks; accuracy (mean length in tokens) per benchmark, the mean accuracy and the paper's length
+# change (mean over benchmarks of the per-benchmark relative change against System 2). The paper's 7B panel is
+# drawn beside ours. Merge settings are the paper's Table 7 (7B row) from `configs/merges/paper_7b_*.yaml`.
+#
+# - **Default run** (organisms, CPU): the shipped organism pair, benchmarks `org_easy` / `org_levels` /
+#   `org_hard` (analogues of GSM8K, MATH500 and AIME24). Runtime: see the README's run map.
+# - **Paper scale** (GPU, vLLM): `l2s run 01_merge_methods paper_7b` (also `paper_1p5b`, `paper_14b`,
+#   `paper_32b`), which executes this notebook with `notebooks/params/01_merge_methods/paper_7b.yaml`.
+
+# %%
+from IPython.display import Markdown, display
+
+from l2s_lib import figures, paper, results
+from l2s_lib.studies import catalog, claims, grid, notebooks, plots, tables
+
+# %% tags=["parameters"]
+SIZE = ""  # organism size; "" = l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
+SYSTEM1 = ""  # System 1 (base) path or hub id; "" = the organism
+SYSTEM2 = ""  # System 2 path or hub id; "" = the organism
+DPO = ""  # DPO baseline path or hub id; "" = the organism's (skipped for real models when empty)
+CALIBRATION = ""  # calibration set for AIM / Sens; "" = the organisms' data/organisms/calibration.jsonl
+BENCHMARKS = "org_easy,org_levels,org_hard"  # comma-separated registered benchmarks
+METHODS = "average,task_arithmetic,ties,dare,dare_ta,dare_ties,lore,twin,aim_ties,sens,slerp,iso_c"  # method keys
+SCALE = "7b"  # which of the paper's Table 7 rows sets the hyper-parameters (1p5b, 7b, 14b, 32b)
+PROMPT = ""  # prompt for System 2, DPO and merges; "" = each benchmark's default
+MAX_NEW_TOKENS = 0  # generation budget for System 2, DPO and merges; 0 = each benchmark's default
+S1_PROMPT = ""  # prompt for System 1 ("cot" few-shot in the paper); "" = each benchmark's default
+S1_MAX_NEW_TOKENS = 0  # budget for System 1 (8192 in the paper); 0 = each benchmark's default
+LIMIT = 0  # first N problems of each benchmark; 0 = all
+BACKEND = "hf"  # generation backend: hf or vllm
+DEVICE = "cpu"  # cpu or cuda
+BATCH_SIZE = 128  # generation batch size (hf backend)
+SEED = 0  # merge seed (DARE masks, calibration sampling)
+CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
+
+# %%
+STUDY = "01_merge_methods"
+params = notebooks.current_parameters(STUDY, globals())
+pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
+entries = catalog.pair_entries(pair, catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS),
+                               catalog.decoding(PROMPT, MAX_NEW_TOKENS))
+entries += catalog.method_entries(pair, METHODS, scale=SCALE, seed=SEED, **catalog.decoding(PROMPT, MAX_NEW_TOKENS))
+run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
+results.write(run.summary, STUDY, "summary", CONFIG, params);
+results.write(run.records.drop(columns=["question", "response"]), STUDY, "records", CONFIG, params);
+
+# %% [markdown]
+# ## Table 1: accuracy (mean length) per benchmark, mean accuracy and length change vs System 2
+
+# %%
+# NBVAL_CHECK_OUTPUT
+table1 = tables.paper_style(run.summary, system2=pair.label2, models=run.labels())
+print(table1.to_string())
+
+# %% [markdown]
+# ## Figure 1: mean accuracy against length change, the paper's 7B models beside ours
+
+# %%
+avg = tables.average_table(run.summary, system2=pair.label2, models=run.labels())
+results.write(avg, STUDY, "average", CONFIG, params);
+fig = plots.fig_merge_methods(avg, pair.label2, run.roles(), paper.read_table("table1_7b_avg"),
+                              ours_title=f"This run ({pair.world} world)")
+figures.save(fig, "fig1_merge_methods", results.figure_dir(STUDY, CONFIG));
+
+# %% [markdown]
+# ## Does long-to-short merging hold here?
+
+# %%
+# NBVAL_CHECK_OUTPUT
+verdicts = claims.verdicts(avg, pair.label2, run.labels("merge"))
+print(verdicts.round(1).to_string(index=False))
+
+# %%
+display(Markdown(claims.merge_methods_conclusion(verdicts, world=pair.world)))
+
+# %% [markdown]
+# ## Provenance
+
+# %%
+print(notebooks.provenance(params))
