@@ -36,19 +36,19 @@ from l2s_lib import figures, paper, results
 from l2s_lib.studies import catalog, claims, grid, notebooks, plots, tables
 
 # %% tags=["parameters"]
-SIZE = ""  # organism size; "" = l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
-SYSTEM1 = ""  # System 1 (base) path or hub id; "" = the organism
-SYSTEM2 = ""  # System 2 path or hub id; "" = the organism
-DPO = ""  # DPO baseline path or hub id; "" = the organism's (skipped for real models when empty)
-CALIBRATION = ""  # calibration set for AIM / Sens; "" = the organisms' data/organisms/calibration.jsonl
+SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
+SYSTEM1 = ""  # System 1 (base) path or hub id; "": the organism
+SYSTEM2 = ""  # System 2 path or hub id; "": the organism
+DPO = ""  # DPO baseline path or hub id; "": the organism's (skipped for real models when empty)
+CALIBRATION = ""  # calibration set for AIM / Sens; "": the organisms' data/organisms/calibration.jsonl
 BENCHMARKS = "org_easy,org_levels,org_hard"  # comma-separated registered benchmarks
 METHODS = "average,task_arithmetic,ties,dare,dare_ta,dare_ties,lore,twin,aim_ties,sens,slerp,iso_c"  # method keys
 SCALE = "7b"  # which of the paper's Table 7 rows sets the hyper-parameters (1p5b, 7b, 14b, 32b)
-PROMPT = ""  # prompt for System 2, DPO and merges; "" = each benchmark's default
-MAX_NEW_TOKENS = 0  # generation budget for System 2, DPO and merges; 0 = each benchmark's default
-S1_PROMPT = ""  # prompt for System 1 ("cot" few-shot in the paper); "" = each benchmark's default
-S1_MAX_NEW_TOKENS = 0  # budget for System 1 (8192 in the paper); 0 = each benchmark's default
-LIMIT = 0  # first N problems of each benchmark; 0 = all
+PROMPT = ""  # prompt for System 2, DPO and merges; "": each benchmark's default
+MAX_NEW_TOKENS = 0  # generation budget for System 2, DPO and merges; 0: each benchmark's default
+S1_PROMPT = ""  # prompt for System 1 ("cot" few-shot in the paper); "": each benchmark's default
+S1_MAX_NEW_TOKENS = 0  # budget for System 1 (8192 in the paper); 0: each benchmark's default
+LIMIT = 0  # first N problems of each benchmark; 0: all
 BACKEND = "hf"  # generation backend: hf or vllm
 DEVICE = "cpu"  # cpu or cuda
 BATCH_SIZE = 128  # generation batch size (hf backend)

@@ -37,20 +37,20 @@ from l2s_lib import figures, results
 from l2s_lib.studies import catalog, grid, notebooks, scale, tables
 
 # %% tags=["parameters"]
-SIZES = ""  # organism sizes, comma-separated; "" = every shipped size (ignored when SYSTEM1/SYSTEM2 are given)
+SIZES = ""  # organism sizes, comma-separated; "": every shipped size (ignored when SYSTEM1/SYSTEM2 are given)
 SCALE_OF_SIZE = "1m:1p5b,6m:7b"  # which Table 7 row each size takes (SIZE:SCALE); others take 7b
-SYSTEM1 = ""  # System 1 path or hub id for a real pair; "" = the organisms
-SYSTEM2 = ""  # System 2 path or hub id for a real pair; "" = the organisms
+SYSTEM1 = ""  # System 1 path or hub id for a real pair; "": the organisms
+SYSTEM2 = ""  # System 2 path or hub id for a real pair; "": the organisms
 SCALE = "7b"  # paper scale of the real pair (its Table 7 row)
-CALIBRATION = ""  # calibration set for AIM / Sens; "" = the organisms' set
+CALIBRATION = ""  # calibration set for AIM / Sens; "": the organisms' set
 BENCHMARKS = "org_easy,org_levels,org_hard"  # comma-separated registered benchmarks
 METHODS = "average,task_arithmetic,ties,aim_ties,sens"  # the methods of Tables 2-4
 THREE_MODEL = True  # Table 5: average merges of System 1, System 2 and DPO (organisms only)
-PROMPT = ""  # prompt for System 2 and merges; "" = each benchmark's default
-MAX_NEW_TOKENS = 0  # budget for System 2 and merges; 0 = each benchmark's default
-S1_PROMPT = ""  # prompt for System 1; "" = each benchmark's default
-S1_MAX_NEW_TOKENS = 0  # budget for System 1; 0 = each benchmark's default
-LIMIT = 0  # first N problems of each benchmark; 0 = all
+PROMPT = ""  # prompt for System 2 and merges; "": each benchmark's default
+MAX_NEW_TOKENS = 0  # budget for System 2 and merges; 0: each benchmark's default
+S1_PROMPT = ""  # prompt for System 1; "": each benchmark's default
+S1_MAX_NEW_TOKENS = 0  # budget for System 1; 0: each benchmark's default
+LIMIT = 0  # first N problems of each benchmark; 0: all
 BACKEND = "hf"  # generation backend: hf or vllm
 DEVICE = "cpu"  # cpu or cuda
 BATCH_SIZE = 128  # generation batch size (hf backend)

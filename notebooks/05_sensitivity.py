@@ -34,10 +34,10 @@ from l2s_lib import figures, results
 from l2s_lib.studies import catalog, grid, notebooks, sensitivity, tables
 
 # %% tags=["parameters"]
-SIZE = ""  # organism size; "" = l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
-SYSTEM1 = ""  # System 1 path or hub id; "" = the organism
-SYSTEM2 = ""  # System 2 path or hub id; "" = the organism
-CALIBRATION = ""  # calibration set for AIM / Sens; "" = the organisms' set
+SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
+SYSTEM1 = ""  # System 1 path or hub id; "": the organism
+SYSTEM2 = ""  # System 2 path or hub id; "": the organism
+CALIBRATION = ""  # calibration set for AIM / Sens; "": the organisms' set
 BENCHMARKS = "org_levels"  # comma-separated registered benchmarks
 SCALE = "7b"  # Table 7 row the sweeps start from
 ALPHAS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.75,0.8,0.85,0.9,0.95,1.0"  # Task Arithmetic alphas
@@ -45,11 +45,11 @@ TIES_KS = "0.2,0.5,0.8,0.9"  # TIES trim ratios k (fraction removed)
 DARE_PS = "0.1,0.3,0.5,0.7"  # DARE drop rates p
 CALIBRATION_SIDES = "short,long,both"  # which answers AIM / Sens calibrate on
 CALIBRATION_NS = "10,20,100"  # calibration sample counts (the paper: 10, 20, 100)
-PROMPT = ""  # prompt for System 2 and merges; "" = each benchmark's default
-MAX_NEW_TOKENS = 0  # budget for System 2 and merges; 0 = each benchmark's default
-S1_PROMPT = ""  # prompt for System 1; "" = each benchmark's default
-S1_MAX_NEW_TOKENS = 0  # budget for System 1; 0 = each benchmark's default
-LIMIT = 0  # first N problems of each benchmark; 0 = all
+PROMPT = ""  # prompt for System 2 and merges; "": each benchmark's default
+MAX_NEW_TOKENS = 0  # budget for System 2 and merges; 0: each benchmark's default
+S1_PROMPT = ""  # prompt for System 1; "": each benchmark's default
+S1_MAX_NEW_TOKENS = 0  # budget for System 1; 0: each benchmark's default
+LIMIT = 0  # first N problems of each benchmark; 0: all
 BACKEND = "hf"  # generation backend: hf or vllm
 DEVICE = "cpu"  # cpu or cuda
 BATCH_SIZE = 128  # generation batch size (hf backend)

@@ -45,9 +45,9 @@ from l2s_lib import figures, results  # noqa: E402
 from l2s_lib.studies import anatomy, catalog, notebooks  # noqa: E402
 
 # %% tags=["parameters"]
-SIZE = ""  # organism size; "" = l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
-SYSTEM1 = ""  # System 1 (base) path or hub id; "" = the organism
-SYSTEM2 = ""  # System 2 path or hub id; "" = the organism
+SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
+SYSTEM1 = ""  # System 1 (base) path or hub id; "": the organism
+SYSTEM2 = ""  # System 2 path or hub id; "": the organism
 SCALE = "7b"  # which paper configs set the SVD methods' settings (LoRE threshold, Twin rank ratio)
 DEVICE = "cpu"  # where the SVDs run: cpu or cuda
 SEED = 0  # seed of the Gaussian reference matrices

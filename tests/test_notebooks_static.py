@@ -62,3 +62,14 @@ def test_jupytext_twin_is_in_sync(study):
 def test_parameter_files_match_the_notebook(study):
     for config in notebooks.list_configs(study):
         notebooks.load_params(study, config)  # raises on unknown keys and wrong types
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_papermill_reads_every_parameter_with_its_comment(study):
+    """`papermill --help-notebook` and papermill's own parsing see each parameter (no '=' in comments)."""
+    from papermill.translators import PythonTranslator
+
+    cell = next(c for c in _nb(study).cells if "parameters" in c.metadata.get("tags", []))
+    parsed = PythonTranslator.inspect(cell)
+    assert [p.name for p in parsed] == list(notebooks.notebook_parameters(study))
+    assert all(p.help for p in parsed), f"{study}: every parameter needs a short comment"

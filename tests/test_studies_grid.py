@@ -1,5 +1,7 @@
 import json
 
+import pandas as pd
+
 import pytest
 
 from l2s_lib import paths
@@ -46,5 +48,8 @@ def test_grid_evaluates_models_and_merges(tiny_pair, tmp_path):
     assert list(top["role"]) == ["system1", "system2", "merge"]
     assert top.set_index("model").loc["TA", "weight"] == 0.7
     assert set(res.records["model"]) == {"S1", "S2", "TA"}
+    parallel = grid.evaluate(entries, [b], max_new_tokens=4, prompt="qwen25-math-cot", progress=False, workers=2)
+    pd.testing.assert_frame_equal(parallel.summary, res.summary)
+    pd.testing.assert_frame_equal(parallel.records, res.records)
     with pytest.raises(ValueError, match="unique"):
         grid.evaluate([entries[0], entries[0]], [b])

@@ -132,34 +132,80 @@ class GridResult:
         return {e.label: e.role for e in self.entries}
 
 
-def evaluate(entries: Sequence[Entry], benchmarks: Sequence[str] | str, *, device: str = "cpu",
-             progress: bool = True, **eval_kw) -> GridResult:
-    """Evaluate every entry on ``benchmarks`` (``eval_kw`` go to ``l2s_lib.eval.evaluate``; an entry's own
-    ``eval`` overrides win). Labels must be unique."""
-    from tqdm.auto import tqdm
+def _evaluate_one(path: str, benchmarks, device: str, label: str, kw: dict):
+    """One entry's evaluation (runs in a worker process when the grid is evaluated in parallel)."""
+    from transformers.utils import logging as hf_logging
 
     from l2s_lib.eval import evaluate as run_eval
+
+    hf_logging.disable_progress_bar()
+    res = run_eval(path, benchmarks, device=device, model_name=label, progress=False, **kw)
+    return res.summary, res.records
+
+
+def _default_workers(paths_: Sequence[Path], device: str, eval_kw: Mapping[str, Any]) -> int:
+    """Parallel processes for a CPU grid of small models: one per core (each generates on one thread, see
+    ``l2s_lib.eval.generation.SMALL_MODEL_PARAMS``); a GPU, a ready backend object or a large model: one."""
+    import os
+
+    from l2s_lib.eval.generation import SMALL_MODEL_PARAMS
+    from l2s_lib.studies.scale import parameter_count
+
+    if not str(device).startswith("cpu") or not isinstance(eval_kw.get("backend", "hf"), str):
+        return 1
+    if any(not Path(p).is_dir() or parameter_count(p) >= SMALL_MODEL_PARAMS for p in paths_):
+        return 1
+    return max(1, min(len(paths_), os.cpu_count() or 1))
+
+
+def evaluate(entries: Sequence[Entry], benchmarks: Sequence[str] | str, *, device: str = "cpu",
+             progress: bool = True, workers: int | None = None, **eval_kw) -> GridResult:
+    """Evaluate every entry on ``benchmarks`` (``eval_kw`` go to ``l2s_lib.eval.evaluate``; an entry's own
+    ``eval`` overrides win). Labels must be unique.
+
+    Merges are made first, in order; the evaluations then run in ``workers`` processes (default: one per CPU
+    core for small models on CPU, else one). Results do not depend on ``workers``: each evaluation is greedy
+    and independent, and the generation cache is one file per model and benchmark.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm.auto import tqdm
+    from transformers.utils import logging as hf_logging
 
     labels = [e.label for e in entries]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise ValueError(f"entry labels must be unique; repeated: {dupes}")
-    from transformers.utils import logging as hf_logging
-
-    summaries, records = [], []
-    # One bar for the whole grid: the per-model bars of merges, calibration passes and transformers'
-    # weight loading would bury a notebook's output.
+    # One bar per phase: the per-model bars of merges, calibration passes and transformers' weight loading
+    # would bury a notebook's output.
     hf_bars = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        for entry in tqdm(entries, desc="models", disable=not progress, unit="model"):
-            path = materialize(entry, device=device)
-            kw = dict(eval_kw) | dict(entry.eval)
-            res = run_eval(path, benchmarks, device=device, model_name=entry.label, progress=False, **kw)
-            extra = {"role": entry.role, "method": entry.method} | dict(entry.meta)
-            summaries.append(res.summary.assign(**extra))
-            records.append(res.records.assign(role=entry.role, method=entry.method))
+        folders = [str(materialize(e, device=device))
+                   for e in tqdm(entries, desc="merges", disable=not progress, unit="model")]
+        jobs = [(folders[i], benchmarks, device, e.label, dict(eval_kw) | dict(e.eval)) for i, e in enumerate(entries)]
+        n = workers or _default_workers(folders, device, eval_kw)
+        bar = tqdm(total=len(jobs), desc="evaluate", disable=not progress, unit="model")
+        if n == 1:
+            outputs = []
+            for job in jobs:
+                outputs.append(_evaluate_one(*job))
+                bar.update()
+        else:
+            with ProcessPoolExecutor(n, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = [pool.submit(_evaluate_one, *job) for job in jobs]
+                for fut in futures:
+                    fut.result()
+                    bar.update()
+                outputs = [f.result() for f in futures]
+        bar.close()
     finally:
         if hf_bars:
             hf_logging.enable_progress_bar()
+    summaries, records = [], []
+    for entry, (summary, recs) in zip(entries, outputs):
+        extra = {"role": entry.role, "method": entry.method} | dict(entry.meta)
+        summaries.append(summary.assign(**extra))
+        records.append(recs.assign(role=entry.role, method=entry.method))
     return GridResult(pd.concat(summaries, ignore_index=True), pd.concat(records, ignore_index=True), list(entries))
