@@ -133,15 +133,23 @@ def fig_scale(ours: pd.DataFrame, theirs: pd.DataFrame, methods: Sequence[str]) 
             x = part[xcol] * mult
             axes[0, col].plot(x, part["accuracy_gap"], marker="o", label=m)
             axes[1, col].plot(x, part["length_change_vs_system2_pct"], marker="o", label=m)
+        sizes = sorted(set((df[xcol] * mult).dropna()))
         for row in range(2):
             axes[row, col].axhline(0, color="black", lw=0.7)
             axes[row, col].set_xscale("log")
+            # label the sizes that were run, not powers of ten
+            axes[row, col].set_xticks(sizes, [_size_label(v) for v in sizes])
+            axes[row, col].minorticks_off()
         axes[0, col].set_title(title)
         axes[0, col].set_ylabel("accuracy - System 2 (points)")
         axes[1, col].set_ylabel("length change vs System 2 (%)")
         axes[1, col].set_xlabel(xlabel)
         axes[0, col].legend(fontsize=7)
     return fig
+
+
+def _size_label(n: float) -> str:
+    return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
 
 
 def scale_conclusion(ours: pd.DataFrame, methods: Sequence[str], acc_tol: float = 5.0) -> str:
