@@ -71,9 +71,7 @@ CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 STUDY = "03_adaptive_length"
 params = notebooks.current_parameters(STUDY, globals())
 pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
-entries = catalog.pair_entries(pair, catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS),
-                               catalog.decoding(PROMPT, MAX_NEW_TOKENS))
-entries += catalog.method_entries(pair, METHODS, scale=SCALE, seed=SEED, **catalog.decoding(PROMPT, MAX_NEW_TOKENS))
+entries = catalog.comparison_entries(pair, METHODS, SCALE, SEED, S1_PROMPT, S1_MAX_NEW_TOKENS, PROMPT, MAX_NEW_TOKENS)
 run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
 levels = adaptive_length.level_lengths(run.summary, LEVEL_BENCHMARK, run.labels())
 ours_benchmarks = adaptive_length.benchmark_lengths(tables.overall(run.summary), run.labels(),

@@ -49,3 +49,12 @@ def test_every_method_merges_the_tiny_pair(tiny_pair):
     for entry in catalog.method_entries(pair, list(catalog.METHODS), overrides=overrides):
         out = grid.materialize(entry)
         assert (out / "l2s_provenance.json").is_file(), entry.label
+
+
+def test_comparison_entries_split_the_decoding_like_the_paper():
+    pair = catalog.Pair("S1", "S2", dpo="D", calibration="c.jsonl")
+    entries = catalog.comparison_entries(pair, "task_arithmetic,ties", "7b", 0, "cot", 8192, "qwen25-math-cot", 10240)
+    assert [e.label for e in entries] == ["System 1", "System 2", "DPO", "Task Arithmetic", "Ties-Merging"]
+    assert entries[0].eval == {"prompt": "cot", "max_new_tokens": 8192}
+    assert all(e.eval == {"prompt": "qwen25-math-cot", "max_new_tokens": 10240} for e in entries[1:])
+    assert catalog.comparison_entries(pair, "ties")[0].eval == {}

@@ -169,3 +169,14 @@ def decoding(prompt: str = "", max_new_tokens: int = 0) -> dict[str, Any]:
     if max_new_tokens:
         out["max_new_tokens"] = int(max_new_tokens)
     return out
+
+
+def comparison_entries(pair: Pair, methods: Sequence[str] | str, scale: str = "7b", seed: int = 0,
+                       s1_prompt: str = "", s1_max_new_tokens: int = 0, prompt: str = "",
+                       max_new_tokens: int = 0) -> list[grid.Entry]:
+    """The grid of Table 1: System 1, System 2, DPO (when there is one) and every method in ``methods`` with the
+    paper's ``scale`` settings, with the paper's split decoding (System 1's prompt and budget apart).
+    Empty prompts and zero budgets mean each benchmark's default (``decoding``)."""
+    dec = decoding(prompt, max_new_tokens)
+    return (pair_entries(pair, decoding(s1_prompt, s1_max_new_tokens), dec)
+            + method_entries(pair, methods, scale=scale, seed=seed, **dec))
