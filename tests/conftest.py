@@ -32,3 +32,14 @@ def tiny_pair_bf16(tmp_path_factory):
     from l2s_lib import tiny
 
     return tiny.make_pair(tmp_path_factory.mktemp("tiny_pair_bf16"), seed=1, dtype=torch.bfloat16)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run several times faster on one thread (no thread hand-off per 64-wide matmul)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

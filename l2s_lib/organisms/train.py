@@ -100,6 +100,15 @@ def _optimizer(model, stage: configs.Stage):
                               {"params": no_decay, "weight_decay": 0.0}], lr=stage.lr, betas=(0.9, 0.95))
 
 
+def _step(model, opt, loss: torch.Tensor, losses: list[float]) -> None:
+    """One optimizer step with gradient clipping at 1.0; the loss is appended to ``losses``."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    losses.append(float(loss.detach()))
+
+
 def train_sft(model, kind: str, stage: configs.Stage, *, seed: int, world: world_mod.World, max_level: int,
               device: torch.device, enc: Encoder | None = None, progress: bool = True,
               desc: str = "") -> list[float]:
@@ -122,11 +131,7 @@ def train_sft(model, kind: str, stage: configs.Stage, *, seed: int, world: world
         if not torch.isfinite(loss):
             from l2s_lib.errors import NonFiniteError
             raise NonFiniteError(f"{desc or kind}: loss is {loss.item()} at step {step}")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
+        _step(model, opt, loss, losses)
     model.eval()
     return losses
 
@@ -180,11 +185,7 @@ def train_dpo(model, stage: configs.Stage, *, beta: float, nll: float = 0.0, see
         if nll:
             n_tok = (bc["labels"][:, 1:] != -100).sum().clamp_min(1)
             loss = loss - nll * pol_c.sum() / n_tok
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(float(loss.detach()))
+        _step(model, opt, loss, losses)
     model.eval()
     return losses
 
