@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"device: {args.device}; CPU threads: {torch.get_num_threads()}; inputs {in_bytes / 1e9:.2f} GB "
           f"(2 models, bf16); disk read speed (O_DIRECT): {disk / 1e6:.0f} MB/s")
     print()
-    header = f"| method | tool | wall (s) | peak RSS (GiB) | read+written (MB/s) | vs disk read |"
+    header = "| method | tool | wall (s) | peak RSS (GiB) | read+written (MB/s) | vs disk read |"
     print(header)
     print("|---|---|---:|---:|---:|---:|")
     for r in results:

@@ -263,6 +263,14 @@ class ModelCheckpoint:
         return f"ModelCheckpoint({self.ref!r}, {len(self._infos)} tensors)"
 
 
+def parameter_count(path_or_hub_id: str | os.PathLike) -> int:
+    """Number of parameters of a checkpoint, from its safetensors headers (no weights are loaded).
+
+    A tied head is stored once, so it is counted once, as ``model.num_parameters()`` does."""
+    ck = open_model(path_or_hub_id)
+    return sum(ck.info(n).numel for n in ck.tensor_names())
+
+
 def open_model(path_or_hub_id: str | os.PathLike) -> ModelCheckpoint:
     """Open a checkpoint from a local folder, or from the Hugging Face hub when it is not one.
 

@@ -153,3 +153,11 @@ def test_tmp_folder_of_a_killed_writer_is_swept(tmp_path):
         assert not os.path.exists(tmp)
         w.abort()
     assert not target.exists()
+
+
+def test_parameter_count_matches_transformers(tiny_pair):
+    from transformers import AutoModelForCausalLM
+
+    from l2s_lib.checkpoints import parameter_count
+
+    assert parameter_count(tiny_pair[0]) == AutoModelForCausalLM.from_pretrained(tiny_pair[0]).num_parameters()

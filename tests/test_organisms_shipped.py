@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from l2s_lib import paths
 from l2s_lib.organisms import ROLES, SHIPPED_SIZES, organism_path, study, world
 
 CASES = [(s, r) for s in SHIPPED_SIZES for r in ROLES]

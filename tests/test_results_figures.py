@@ -1,4 +1,3 @@
-import json
 
 import matplotlib.pyplot as plt
 import pandas as pd

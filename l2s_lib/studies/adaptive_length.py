@@ -26,7 +26,7 @@ import pandas as pd
 
 from l2s_lib import paper
 from l2s_lib.figures import ROLE_COLORS, set_style
-from l2s_lib.studies import claims, plots, tables
+from l2s_lib.studies import claims, plots
 
 #: A model "adapts its length" when Spearman's rho between per-sample length and level is at least this
 #: (0.5 = the usual reading of a strong rank correlation; fixed before looking at any organism result) and the

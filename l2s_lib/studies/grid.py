@@ -149,7 +149,7 @@ def _default_workers(paths_: Sequence[Path], device: str, eval_kw: Mapping[str, 
     import os
 
     from l2s_lib.eval.generation import SMALL_MODEL_PARAMS
-    from l2s_lib.studies.scale import parameter_count
+    from l2s_lib.checkpoints import parameter_count
 
     if not str(device).startswith("cpu") or not isinstance(eval_kw.get("backend", "hf"), str):
         return 1

@@ -9,12 +9,12 @@ and the figure puts accuracy gap and length change against model size, the organ
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from l2s_lib import metrics, paper
+from l2s_lib import paper
+from l2s_lib.checkpoints import parameter_count
 from l2s_lib.errors import ConfigError
 from l2s_lib.figures import set_style
 from l2s_lib.studies import catalog, grid, tables
@@ -23,14 +23,6 @@ from l2s_lib.studies import catalog, grid, tables
 PAPER_SIZES_B = {"1.5B": 1.54, "7B": 7.62, "14B": 14.77, "32B": 32.76}
 #: The paper's label of each method, for joining our rows with Tables 2-4.
 _PAPER_LABEL = {v: v for v in catalog.METHODS.values()}
-
-
-def parameter_count(model_dir: str | Path) -> int:
-    """Number of parameters of a local checkpoint, from its safetensors headers (no weights are loaded)."""
-    from l2s_lib.checkpoints import open_model
-
-    ck = open_model(model_dir)
-    return sum(ck.info(n).numel for n in ck.tensor_names())
 
 
 def parse_mapping(text: str) -> dict[str, str]:
