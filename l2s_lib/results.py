@@ -46,11 +46,19 @@ def write(df: pd.DataFrame, study: str, name: str, config: str = "default", para
     """Write ``df`` as ``<name>.csv`` with a provenance sidecar; returns the CSV path. Atomic."""
     d = result_dir(study, config)
     csv = d / f"{name}.csv"
-    _atomic_write_text(csv, df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n"))
+    text = df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
     meta = {"study": study, "config": config, "name": name, "params": params or {}, "rows": len(df)}
+    sidecar = d / f"{name}.json"
+    if csv.is_file() and sidecar.is_file() and csv.read_text() == text:
+        old = json.loads(sidecar.read_text())
+        if json.loads(json.dumps(meta, default=str)).items() <= old.items():
+            # Same numbers from the same parameters: keep the provenance of the run that first produced them,
+            # so re-running a study (nbval, make reproduce) leaves committed result files untouched.
+            return csv
+    _atomic_write_text(csv, text)
     # Only content that is stable run to run goes into committed sidecars: commit and versions, no timestamps.
     meta |= environment_info()
-    _atomic_write_text(d / f"{name}.json", json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    _atomic_write_text(sidecar, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return csv
 
 

@@ -53,3 +53,15 @@ def test_paper_tables_are_tidy():
     assert ties7["k"] == 0.8 and ties7["alpha"] == 1.0
     with pytest.raises(ValueError, match="unknown scale"):
         paper.per_benchmark("3B")
+
+
+def test_rewriting_identical_results_keeps_the_files(monkeypatch):
+    df = pd.DataFrame({"model": ["a"], "accuracy": [50.0]})
+    csv = results.write(df, "01_test", "summary", params={"seed": 0})
+    sidecar = csv.with_suffix(".json")
+    stamp = (csv.stat().st_mtime_ns, sidecar.stat().st_mtime_ns)
+    monkeypatch.setattr(results, "environment_info", lambda: {"git_sha": "another-commit", "versions": {}})
+    results.write(df, "01_test", "summary", params={"seed": 0})
+    assert (csv.stat().st_mtime_ns, sidecar.stat().st_mtime_ns) == stamp
+    results.write(df, "01_test", "summary", params={"seed": 1})  # other parameters: a new record
+    assert results.read_params("01_test", "summary")["git_sha"] == "another-commit"
