@@ -8,6 +8,8 @@ import pytest
 
 from l2s_lib.organisms import ROLES, SHIPPED_SIZES, organism_path, study, world
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CASES = [(s, r) for s in SHIPPED_SIZES for r in ROLES]
 
 
@@ -42,12 +44,3 @@ def test_shipped_checkpoint_reproduces_its_card(size, role):
     assert [r["text"] for r in rows] == [s["response"] for s in spot]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Models of ~1M parameters run fastest on one intra-op thread (and do not fight a loaded CI machine)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -9,6 +9,8 @@ import torch
 
 from l2s_lib.organisms import configs, study, train, world
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _tiny_model():
     from transformers import Qwen2ForCausalLM
@@ -81,12 +83,3 @@ def test_scoring_first_pass_flip_and_reflection():
     assert study.score(" 3+4=7. \\boxed{7}", 7, 9)["reflect"] is False
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Models of ~1M parameters run fastest on one intra-op thread (and do not fight a loaded CI machine)."""
-    import torch
-
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)

@@ -261,7 +261,7 @@ def conclusion(level_corr: pd.DataFrame, shortening: pd.DataFrame, paper_corr: p
     text = head + (f" (criterion: Spearman's rho between response length and level at least {min_rho:g}, and mean "
                    f"length rising at every level). ")
     if adapts and len(adapts) < len(merges):
-        text += f"Merges that adapt: {_names(adapts)}. "
+        text += f"Merges that adapt: {claims.names(adapts)}. "
     text += (f"Rank correlation of length with level: System 1 {c.loc[system1, 'rho']:.2f}, System 2 "
              f"{c.loc[system2, 'rho']:.2f}; merges {_rho_list(level_corr, merges)}. ")
     grow = {m: c.loc[m, "growth"] for m in [system1, system2] + merges}
@@ -296,6 +296,3 @@ def rounded(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     return df.apply(lambda s: s.round(digits) if pd.api.types.is_float_dtype(s.dtype) else s)
 
 
-def _names(items: Sequence[str]) -> str:
-    items = list(items)
-    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1] if items else "none"

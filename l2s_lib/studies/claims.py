@@ -37,7 +37,8 @@ def verdicts(avg: pd.DataFrame, system2: str, merges: Sequence[str], acc_tol: fl
     return pd.DataFrame(rows)
 
 
-def _names(items: Sequence[str]) -> str:
+def names(items: Sequence[str]) -> str:
+    """"a, b and c" (or "none"): names joined for generated conclusions."""
     items = list(items)
     if not items:
         return "none"
@@ -56,14 +57,14 @@ def merge_methods_conclusion(v: pd.DataFrame, acc_tol: float = ACC_TOL, min_shor
     text = head + (f"(criterion: mean accuracy within {acc_tol:g} points of System 2 and responses at least "
                    f"{min_shortening:g}% shorter). ")
     if len(ok):
-        text += (f"Methods that meet it: {_names(ok.model)}; the shortest of them is {shortest_ok.model} "
+        text += (f"Methods that meet it: {names(ok.model)}; the shortest of them is {shortest_ok.model} "
                  f"({shortest_ok.length_change_pct:+.1f}% length, {shortest_ok.accuracy_gap:+.1f} points). ")
     text += (f"The most accurate merge is {best.model} ({best.accuracy_gap:+.1f} points vs System 2, "
              f"{best.length_change_pct:+.1f}% length). ")
     for verdict in ("shorter, less accurate", "accurate, not much shorter", "neither"):
-        names = v[v.verdict == verdict].model
-        if len(names):
-            text += f"{verdict.capitalize()}: {_names(names)}. "
+        group = v[v.verdict == verdict].model
+        if len(group):
+            text += f"{verdict.capitalize()}: {names(group)}. "
     return text.strip()
 
 

@@ -27,7 +27,7 @@ import pandas as pd
 
 from l2s_lib import metrics, paper, paths
 from l2s_lib.figures import set_style
-from l2s_lib.studies import grid, plots
+from l2s_lib.studies import claims, grid, plots
 from l2s_lib.studies.adaptive_length import model_colors
 
 #: Bump when the probe's prompts, scoring or generation change, so cached probe generations are not reused.
@@ -330,12 +330,6 @@ def fig_probe(probe: ProbeResult, roles: Mapping[str, str]) -> plt.Figure:
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _names(items: Sequence[str]) -> str:
-    items = list(items)
-    if not items:
-        return "none"
-    return ", ".join(items[:-1]) + (" and " if len(items) > 1 else "") + items[-1]
-
 
 def conclusion(reflection: pd.DataFrame, probe: ProbeResult, system1: str, system2: str, merges: Sequence[str],
                level_benchmark: str, world: str = "organism") -> str:
@@ -358,7 +352,7 @@ def conclusion(reflection: pd.DataFrame, probe: ProbeResult, system1: str, syste
     text = head + (f" (criterion: fewer reflective responses than System 2 overall, and more on level {last} than "
                    f"on level {first} of {level_benchmark}). ")
     if matches and len(matches) < len(merges):
-        text += f"Merges that match: {_names(matches)}. "
+        text += f"Merges that match: {claims.names(matches)}. "
     text += (f"Reflective responses (paper keywords): System 1 {share[system1]:.1f}%, System 2 {share[system2]:.1f}%, "
              + ", ".join(f"{m} {share[m]:.1f}%" for m in merges) + "; by level "
              + ", ".join(f"{m} {lv.loc[m, first]:.0f}% -> {lv.loc[m, last]:.0f}%" for m in [system2] + merges) + ". ")
