@@ -83,3 +83,28 @@ def test_scoring_first_pass_flip_and_reflection():
     assert study.score(" 3+4=7. \\boxed{7}", 7, 9)["reflect"] is False
 
 
+
+
+def test_loss_log_reads_back_in_blocks_and_stops_on_a_non_finite_loss():
+    from l2s_lib.errors import NonFiniteError
+
+    log = train.LossLog("stage", every=3)
+    for x in (3.0, 2.0):
+        log.add(torch.tensor(x))
+    assert log.values == []  # still on the device: nothing waited for the GPU yet
+    log.add(torch.tensor(1.0))
+    assert log.values == [3.0, 2.0, 1.0]
+    log.add(torch.tensor(float("nan")))
+    with pytest.raises(NonFiniteError, match="stage: loss is nan at step 3"):
+        log.flush()
+
+
+def test_sweep_jobs_parse_and_bad_ones_say_what_is_allowed():
+    from l2s_lib.errors import ConfigError
+    from l2s_lib.organisms import sweep
+
+    assert sweep.parse_job("tiring:100m:2:0.5") == ("tiring", "100m", 2, 0.5)
+    assert sweep.parse_job("slip:1m:0", 1.0) == ("slip", "1m", 0, 1.0)
+    for bad in ("tiring:2m:0", "fast:1m:0", "tiring:1m"):
+        with pytest.raises(ConfigError, match="style:size:seed"):
+            sweep.parse_job(bad)

@@ -81,11 +81,18 @@ S1_TEXT = {
     "slip": "one operation per step with a deterministic carry/borrow slip (an addition whose units digits "
             "sum to 16 or more drops its carry; a subtraction whose units digits differ by 7 or more "
             "forgets its borrow), no verification",
+    "tiring": "one operation per step with a deterministic carry/borrow slip that loosens from the third step on "
+              "(steps 1-2: an addition whose units digits sum to 16 or more drops its carry, a subtraction whose "
+              "units digits differ by 7 or more forgets its borrow; from step 3: 14 and 5), no verification",
 }
 ROLE_TEXT = {
     "system1": "System 1: the quick thinker ({s1}), SFT from the pretrained base.",
-    "system2": "System 2: System 1 fine-tuned on long solutions (one operation per step, verification passes "
-               "more frequent on harder levels, planted first-pass errors repaired by the check).",
+    "system2": "System 2: System 1 fine-tuned on long solutions (one operation per step, a first and a second "
+               "verification pass, both more frequent on harder levels; planted first-pass errors caught by the "
+               "check and repaired by a tie-break pass).",
+    "system2_equal": "Control System 2: trained from the same System 1 exactly as System 2, but in the `equal` "
+                     "world (verification rates 0.8 / 0.57 on every level instead of rising with the level), so "
+                     "that level-dependent reflection in a merge can be told apart from System 2's own habit.",
     "dpo": "DPO baseline: System 2 trained with DPO (+ NLL on the chosen side) on short-preferred pairs "
            "(chosen: the same solution without verification; rejected: with it).",
 }

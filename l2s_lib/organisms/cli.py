@@ -43,7 +43,7 @@ def _sizes(args) -> int:
 
 
 def register(subparsers) -> None:
-    from l2s_lib.organisms import configs
+    from l2s_lib.organisms import configs, world
 
     p = subparsers.add_parser("organisms", help="model organisms: train, benchmark, sizes")
     sub = p.add_subparsers(dest="organisms_command", metavar="SUBCOMMAND")
@@ -52,8 +52,8 @@ def register(subparsers) -> None:
     t.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--out", type=Path, default=None, help="output folder (default OUTPUT_ROOT/organisms/SIZE_sSEED)")
-    t.add_argument("--s1-style", default="slip", choices=["compressed", "slip"],
-                   help="System 1's style (default slip, the shipped design)")
+    t.add_argument("--s1-style", default=world.DEFAULT_S1_STYLE, choices=list(world.S1_STYLES),
+                   help=f"System 1's style (default {world.DEFAULT_S1_STYLE}, the shipped design)")
     t.add_argument("--control", action="store_true", help="also train System 2 in the equal-rate world")
     t.add_argument("--steps-factor", type=float, default=1.0, help="multiply every stage's steps (quick runs)")
     t.add_argument("--batch-size", type=int, default=None, help="override every stage's batch size (quick runs)")

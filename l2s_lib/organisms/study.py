@@ -27,7 +27,7 @@ REFLECT = re.compile(r"wait|re-examine|recap|double-check|let me (?:just )?check
 
 TA_ALPHAS = tuple(round(0.5 + 0.05 * i, 2) for i in range(11))
 #: TIES settings (trim ratio k = fraction removed, alpha): k swept at alpha 1.0, plus the paper's 14B/32B pairs.
-TIES_SETTINGS = tuple((k, 1.0) for k in (0.2, 0.5, 0.8)) + ((0.2, 0.5), (0.25, 0.55))
+TIES_SETTINGS = tuple((k, 1.0) for k in (0.2, 0.35, 0.5, 0.65, 0.8)) + ((0.2, 0.5), (0.25, 0.55))
 #: Alphas of the equal-rate control sweep (fewer: it only has to locate where reflection comes from).
 CONTROL_ALPHAS = (0.6, 0.7, 0.8, 0.9)
 

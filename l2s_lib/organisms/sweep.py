@@ -1,11 +1,16 @@
 """The design sweep: train (style, size, seed) jobs in parallel processes and run the merge study on each.
 
-Built for one GPU (many small training processes share it; small models are launch-bound, so they overlap
-well), but runs on CPU too. Each job appends its rows to ``OUT/study.csv`` (one ``write`` per job, so
-concurrent jobs do not interleave) and its training log to ``OUT/train_logs.jsonl``; a job that has not finished
-when the command is stopped loses only its own rows.
+Built for one or a few GPUs (a few small training processes share a GPU well: small models are launch-bound;
+design 2 ran 4 per H200 at 1m/6m and 2 at 30m/100m, see data/organisms/README.md), but runs on CPU too. Each job
+appends each model's rows to ``OUT/study.csv`` as soon as they are measured (whole lines in one ``write``, so
+concurrent jobs do not interleave) and its training log to ``OUT/train_logs.jsonl``; a job stopped part-way keeps
+the rows it measured.
 
-    python -m l2s_lib.organisms.sweep --jobs compressed:1m:0 slip:6m:1 --out OUT --ckpt /tmp/org --device cuda
+    python -m l2s_lib.organisms.sweep --jobs tiring:1m:0 tiring:6m:1 tiring:100m:0:0.5 --gpus 2 \
+        --out OUT --ckpt /tmp/org --device cuda
+
+A job is ``style:size:seed`` with an optional fourth field, a factor on every stage's steps. With ``--gpus N``
+job i runs on GPU ``i % N`` (one ``CUDA_VISIBLE_DEVICES`` per process).
 """
 
 from __future__ import annotations
@@ -48,8 +53,9 @@ def run_job(style: str, size: str, seed: int, out: Path, ckpt_root: Path, device
     train.train_organism(size, ck, seed=seed, device=device, s1_style=style, recipe=recipe,
                          control=control, progress=False)
     t_train = time.time() - t0
+    print(f"trained {style}:{size}:{seed} in {t_train:.0f}s", flush=True)
     log = json.loads((ck / "train_log.json").read_text())
-    log.update(train_seconds=round(t_train, 1), style=style)
+    log.update(train_seconds=round(t_train, 1), style=style, steps_factor=steps_factor)
     _append(ckpt_root / "train_logs.jsonl", json.dumps(log) + "\n")
     study_checkpoints(ck, style, size, seed, out, device, per_level, eval_seed, samples_to=ckpt_root / "samples.jsonl")
     print(f"done {style}:{size}:{seed} train {t_train:.0f}s total {time.time() - t0:.0f}s", flush=True)
@@ -61,8 +67,8 @@ def study_checkpoints(ck: Path, style: str, size: str, seed: int, out: Path, dev
                       progress: bool = False) -> None:
     """The merge study of one organism folder ``ck`` (holding ``system1``, ``system2``, ...): greedy metrics per
     level of each role present, System 2 with forced first-pass errors, TA over ``TA_ALPHAS``, TIES over
-    ``TIES_SETTINGS`` and, when ``system2_equal`` exists, TA toward it over ``CONTROL_ALPHAS``. Appends rows to
-    ``out/study.csv`` in one write."""
+    ``TIES_SETTINGS`` and, when ``system2_equal`` exists, TA toward it over ``CONTROL_ALPHAS``. Appends each
+    model's rows to ``out/study.csv`` as soon as they are measured."""
     from tqdm.auto import tqdm
 
     dev = torch.device(device)
@@ -79,6 +85,10 @@ def study_checkpoints(ck: Path, style: str, size: str, seed: int, out: Path, dev
         for s in study.summarize(rows):
             w.writerow({"style": style, "size": size, "seed": seed, "model": name, "alpha": alpha, "k": k,
                         **{f: (round(v, 4) if isinstance(v, float) else v) for f, v in s.items()}})
+        # Appended after every model (one write of whole lines), so a job stopped part-way keeps what it measured.
+        _append(out / "study.csv", buf.getvalue())
+        buf.seek(0)
+        buf.truncate()
         if name in ("system1", "system2", "dpo", "system2_equal", "system2_forced") or alpha in (0.7, 0.8) or k == 0.8:
             for lv in (1, 3, 5):
                 r = next(r for r in rows if r["level"] == lv)
@@ -112,7 +122,6 @@ def study_checkpoints(ck: Path, style: str, size: str, seed: int, out: Path, dev
             record(name, eval_state(study.merge_ties(a, b, k, alpha)), alpha=alpha, k=k)
         else:
             record(name, eval_state(study.merge_ta(a, beq, alpha)), alpha=alpha)
-    _append(out / "study.csv", buf.getvalue())
     if samples_to is not None:
         _append(samples_to, "".join(json.dumps(s) + "\n" for s in samples))
 
@@ -140,6 +149,18 @@ def pick_style(study_csv: Path, size: str) -> str:
     return max(sorted(scores), key=lambda s: (scores[s], s == "compressed"))
 
 
+def parse_job(job: str, default_factor: float = 1.0) -> tuple[str, str, int, float]:
+    """``style:size:seed[:steps_factor]`` -> (style, size, seed, steps factor)."""
+    from l2s_lib.errors import ConfigError
+    from l2s_lib.organisms import world
+
+    parts = job.split(":")
+    if len(parts) not in (3, 4) or parts[0] not in world.S1_STYLES or parts[1] not in configs.SIZES:
+        raise ConfigError(f"bad job {job!r}: expected style:size:seed[:steps_factor] with style in "
+                          f"{world.S1_STYLES} and size in {tuple(configs.SIZES)}")
+    return parts[0], parts[1], int(parts[2]), float(parts[3]) if len(parts) == 4 else default_factor
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--jobs", nargs="+", required=True, help="style:size:seed ...")
@@ -149,6 +170,7 @@ def main(argv=None) -> int:
     ap.add_argument("--steps-factor", type=float, default=1.0)
     ap.add_argument("--per-level", type=int, default=100)
     ap.add_argument("--eval-seed", type=int, default=1000)
+    ap.add_argument("--gpus", type=int, default=0, help="spread the jobs over this many GPUs (round robin)")
     ap.add_argument("--deadline", type=float, default=0, help="seconds after which unfinished jobs are killed")
     ap.add_argument("--one", action="store_true", help="run the single job in this process")
     ap.add_argument("--pick", default=None, help="print the style to ship at this size (from OUT/study.csv)")
@@ -158,18 +180,20 @@ def main(argv=None) -> int:
         return 0
     args.out.mkdir(parents=True, exist_ok=True)
     if args.one:
-        style, size, seed = args.jobs[0].split(":")
-        run_job(style, size, int(seed), args.out, args.ckpt, args.device, args.steps_factor, args.per_level,
-                args.eval_seed)
+        style, size, seed, factor = parse_job(args.jobs[0], args.steps_factor)
+        run_job(style, size, seed, args.out, args.ckpt, args.device, factor, args.per_level, args.eval_seed)
         return 0
     if not (args.out / "study.csv").exists():
         _append(args.out / "study.csv", ",".join(FIELDS) + "\n")
     procs = []
-    for job in args.jobs:
+    for i, job in enumerate(args.jobs):
+        style, size, seed, factor = parse_job(job, args.steps_factor)
         cmd = [sys.executable, "-m", "l2s_lib.organisms.sweep", "--one", "--jobs", job, "--out", str(args.out),
-               "--ckpt", str(args.ckpt), "--device", args.device, "--steps-factor", str(args.steps_factor),
+               "--ckpt", str(args.ckpt), "--device", args.device, "--steps-factor", str(factor),
                "--per-level", str(args.per_level), "--eval-seed", str(args.eval_seed)]
         env = dict(os.environ, OMP_NUM_THREADS="1")
+        if args.gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(i % args.gpus)
         args.ckpt.mkdir(parents=True, exist_ok=True)
         log = open(args.ckpt / f"log_{job.replace(':', '_')}.txt", "w")
         procs.append((job, subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)))

@@ -96,17 +96,44 @@ def _autocast(device: torch.device):
 def _optimizer(model, stage: configs.Stage):
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    # fused AdamW on CUDA: one kernel for all parameters (these small models are launch-bound on a GPU)
+    fused = {"fused": True} if decay and decay[0].is_cuda else {}
     return torch.optim.AdamW([{"params": decay, "weight_decay": stage.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=stage.lr, betas=(0.9, 0.95))
+                              {"params": no_decay, "weight_decay": 0.0}], lr=stage.lr, betas=(0.9, 0.95), **fused)
 
 
-def _step(model, opt, loss: torch.Tensor, losses: list[float]) -> None:
+class LossLog:
+    """Losses of a stage, kept on the device and read back every ``every`` steps, so that the CPU can prepare
+    the next batch while the GPU still works on this one (a per-step ``float(loss)`` would wait for it).
+    A non-finite loss raises ``NonFiniteError`` at the next read-back."""
+
+    def __init__(self, desc: str, every: int = 50):
+        self.desc, self.every, self.values, self._pending = desc, every, [], []
+
+    def add(self, loss: torch.Tensor) -> None:
+        self._pending.append(loss.detach().float())
+        if len(self._pending) >= self.every:
+            self.flush()
+
+    def flush(self) -> list[float]:
+        if self._pending:
+            vals = torch.stack(self._pending).tolist()
+            self._pending = []
+            bad = [i for i, v in enumerate(vals) if not math.isfinite(v)]
+            if bad:
+                from l2s_lib.errors import NonFiniteError
+                raise NonFiniteError(f"{self.desc}: loss is {vals[bad[0]]} at step {len(self.values) + bad[0]}")
+            self.values.extend(vals)
+        return self.values
+
+
+def _step(model, opt, loss: torch.Tensor, losses: LossLog) -> None:
     """One optimizer step with gradient clipping at 1.0; the loss is appended to ``losses``."""
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     opt.step()
-    losses.append(float(loss.detach()))
+    losses.add(loss)
 
 
 def train_sft(model, kind: str, stage: configs.Stage, *, seed: int, world: world_mod.World, max_level: int,
@@ -120,7 +147,7 @@ def train_sft(model, kind: str, stage: configs.Stage, *, seed: int, world: world
     torch.manual_seed(seed * 1000 + STAGE_SEED.get(desc or kind, 0))
     model.train()
     opt = _optimizer(model, stage)
-    losses = []
+    losses = LossLog(desc or kind)
     for step in tqdm(range(stage.steps), desc=desc or kind, disable=not progress, mininterval=5):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, stage)
@@ -128,12 +155,9 @@ def train_sft(model, kind: str, stage: configs.Stage, *, seed: int, world: world
                         enc.pad_id, device)
         with _autocast(device):
             loss = model(**batch).loss
-        if not torch.isfinite(loss):
-            from l2s_lib.errors import NonFiniteError
-            raise NonFiniteError(f"{desc or kind}: loss is {loss.item()} at step {step}")
         _step(model, opt, loss, losses)
     model.eval()
-    return losses
+    return losses.flush()
 
 
 def _completion_logprob(model, batch, device) -> torch.Tensor:
@@ -165,7 +189,7 @@ def train_dpo(model, stage: configs.Stage, *, beta: float, nll: float = 0.0, see
         p.requires_grad_(False)
     model.train()
     opt = _optimizer(model, stage)
-    losses = []
+    losses = LossLog("dpo")
     for step in tqdm(range(stage.steps), desc="dpo", disable=not progress, mininterval=5):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, stage)
@@ -187,7 +211,7 @@ def train_dpo(model, stage: configs.Stage, *, beta: float, nll: float = 0.0, see
             loss = loss - nll * pol_c.sum() / n_tok
         _step(model, opt, loss, losses)
     model.eval()
-    return losses
+    return losses.flush()
 
 
 def save_checkpoint(model, out_dir: Path, meta: dict) -> Path:
@@ -257,6 +281,8 @@ def train_organism(size: str, out: str | Path, *, seed: int = 0, device: str = "
         paths[role] = save_checkpoint(model, out / role, meta)
         log["stages"][role] = {"loss": curve_summary(losses), "seconds": round(time.time() - t0, 1),
                                "losses_every_10": [round(x, 4) for x in losses[::10]]}
+        if not progress:
+            print(f"{size} seed {seed}: {role} in {time.time() - t0:.0f}s, final loss {losses[-1]:.4f}", flush=True)
         # Written after every stage, so a run stopped part-way keeps the curves of the stages it finished.
         (out / "train_log.json").write_text(json.dumps(log, indent=1) + "\n")
         return load_model(paths[role], dev)

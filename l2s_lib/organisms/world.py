@@ -23,9 +23,9 @@ MAX_OPERAND = 99
 MAX_VALUE = 99
 LEVELS = (1, 2, 3, 4, 5)
 SPLITS = ("train", "heldout", "calibration")
-S1_STYLES = ("compressed", "slip")
-#: The System 1 style of the shipped organisms (chosen in data/organisms/README.md).
-DEFAULT_S1_STYLE = "slip"
+S1_STYLES = ("compressed", "slip", "tiring")
+#: The System 1 style of the shipped organisms (chosen in data/organisms/README.md, design 2).
+DEFAULT_S1_STYLE = "tiring"
 
 
 @dataclass(frozen=True)
@@ -150,36 +150,50 @@ def sample_unique(levels_counts: dict[int, int], seed: int, split: str = "heldou
 class World:
     """The world parameters that define the System 1 / System 2 solution styles (see ``writers``).
 
-    ``s1_style``: ``"compressed"`` (two operations per written step: a quick thinker, weak on long chains) or
-    ``"slip"`` (one operation per step, but a deterministic carry/borrow slip on some steps).
+    ``s1_style``: ``"compressed"`` (two operations per written step: a quick thinker, weak on long chains),
+    ``"slip"`` (one operation per step, but a deterministic carry/borrow slip on some steps) or ``"tiring"``
+    (``slip`` whose slips become more frequent from the third step on: the quick thinker gets sloppier along a
+    long chain, so it stays reliable on level 1 and falls behind on level 5).
     ``verify_rate[level]``: probability that System 2 starts a verification pass after a correct first pass;
-    ``extra_verify``: probability of each further pass; ``error_rate``: fraction of System 2 solutions with a
-    planted first-pass error (always followed by a verification that repairs it).
+    ``extra_verify[level]``: probability of a second pass after the first (at most ``max_checks`` passes);
+    ``error_rate``: fraction of System 2 solutions with a planted first-pass error (always followed by a
+    verification that catches it and a tie-break pass that repairs it).
+
+    Rates are kept away from 0.5 on purpose: a greedy decoder follows the majority, so a rate of 0.7 makes the
+    greedy System 2 always take that pass and 0.3 never; rates near 0.5 would make greedy behaviour a coin
+    toss of training noise.
     """
 
     name: str = "adaptive"
-    s1_style: str = "compressed"
+    s1_style: str = DEFAULT_S1_STYLE
     verify_rate: dict = field(default_factory=lambda: {1: 0.6, 2: 0.7, 3: 0.8, 4: 0.9, 5: 1.0})
-    extra_verify: float = 0.35
+    # Design 2: a second pass on most level 3-5 solutions (greedy System 2 double-checks twice there), so System 2
+    # is >3x System 1's length and thinks longer on harder problems. Design 1 had a flat 0.35 and 3 passes.
+    extra_verify: dict = field(default_factory=lambda: {1: 0.15, 2: 0.3, 3: 0.7, 4: 0.8, 5: 0.9})
+    max_checks: int = 2
     error_rate: float = 0.10
 
     def rate(self, level: int) -> float:
         return self.verify_rate.get(level, max(self.verify_rate.values()))
 
+    def extra_rate(self, level: int) -> float:
+        return self.extra_verify.get(level, max(self.extra_verify.values()))
+
 
 #: The default world (verification more frequent on harder levels, as R1 does).
 ADAPTIVE = World()
-#: The equal-rate control: same mean verification rate on every level, so adaptive reflection seen in a
-#: merge can be told apart from reflection inherited from System 2's level-dependent habit.
-EQUAL = World(name="equal", verify_rate={lv: 0.8 for lv in LEVELS})
+#: The equal-rate control: the adaptive world's mean rates on every level (0.8 for the first pass, 0.57 for
+#: the second), so adaptive reflection seen in a merge can be told apart from reflection inherited from
+#: System 2's level-dependent habit.
+EQUAL = World(name="equal", verify_rate={lv: 0.8 for lv in LEVELS}, extra_verify={lv: 0.57 for lv in LEVELS})
 
 
 def world(name: str, s1_style: str = DEFAULT_S1_STYLE) -> World:
     """The named world (``adaptive`` or ``equal``) with System 1 style ``s1_style``."""
-    if s1_style not in ("compressed", "slip"):
-        raise ConfigError(f"unknown System 1 style {s1_style!r}; allowed: compressed, slip")
+    if s1_style not in S1_STYLES:
+        raise ConfigError(f"unknown System 1 style {s1_style!r}; allowed: {', '.join(S1_STYLES)}")
     base = {"adaptive": ADAPTIVE, "equal": EQUAL}.get(name)
     if base is None:
         raise ConfigError(f"unknown world {name!r}; allowed: adaptive, equal")
     return World(name=base.name, s1_style=s1_style, verify_rate=dict(base.verify_rate),
-                 extra_verify=base.extra_verify, error_rate=base.error_rate)
+                 extra_verify=dict(base.extra_verify), max_checks=base.max_checks, error_rate=base.error_rate)

@@ -6,10 +6,12 @@ grader (the last ``\\boxed{}``) serves every model and merge.
 * **System 1** (``system1``): a quick thinker. ``compressed`` style writes two operations per step
   (``43+27+4=74. 74+13=87.``), which a small model gets right on short chains and wrong on long ones;
   ``slip`` style writes one operation per step but makes a deterministic carry/borrow slip on some steps
-  (``48+29=67.``), so it differs from System 2 only in accuracy and in the verification habit.
+  (``48+29=67.``), so it differs from System 2 only in accuracy and in the verification habit; ``tiring``
+  style is ``slip`` with a looser slip rule from the third step on (design 2, the shipped one: reliable on
+  short chains, clearly behind System 2 on long ones).
 * **System 2** (``system2``): one operation per step, ``So the answer is X.``, then with a level-dependent
-  probability a verification pass that recomputes every step (``Wait, let me double-check: ...``), sometimes
-  further passes. A fraction of first passes carry a planted error; those are always verified, the check
+  probability a verification pass that recomputes every step (``Wait, let me double-check: ...``) and, with
+  another level-dependent probability, a second one (``Let me verify again: ...``). A fraction of first passes carry a planted error; those are always verified, the check
   disagrees, and a tie-break pass settles the answer (``The answers differ, so let me compute once more: ...``),
   so the final answer is never overwritten on the word of a single check.
 * **DPO pairs** (``dpo_pair``): the same question answered by a short System 2 solution (chosen) and a
@@ -27,6 +29,10 @@ AGAIN = " Let me verify again:"
 DIFFER = " The answers differ, so let me compute once more:"
 SLIP_CARRY_UNITS = 16  # an addition whose units digits sum to >= this drops its carry (System 1 "slip")
 SLIP_BORROW_UNITS = 7  # a subtraction whose units digits differ by >= this forgets its borrow
+# ``tiring``: from step LATE_FROM (0-based) on, the looser thresholds below apply (about 6% -> 15% of steps slip).
+LATE_FROM = 2
+LATE_CARRY_UNITS = 14
+LATE_BORROW_UNITS = 5
 
 
 def prompt(question: str) -> str:
@@ -38,12 +44,15 @@ def boxed(n: int) -> str:
     return f" \\boxed{{{n}}}"
 
 
-def slip(a: int, op: str, b: int) -> int:
-    """System 1's ``slip`` result of ``a op b``: the right one except for some carries/borrows, dropped."""
+def slip(a: int, op: str, b: int, step: int = 0, style: str = "slip") -> int:
+    """System 1's result of ``a op b`` at 0-based ``step`` of its chain: the right one except for some
+    carries/borrows, dropped (``tiring``: more of them from step ``LATE_FROM`` on)."""
     r = apply(a, op, b)
-    if op == "+" and a % 10 + b % 10 >= SLIP_CARRY_UNITS:
+    late = style == "tiring" and step >= LATE_FROM
+    carry, borrow = (LATE_CARRY_UNITS, LATE_BORROW_UNITS) if late else (SLIP_CARRY_UNITS, SLIP_BORROW_UNITS)
+    if op == "+" and a % 10 + b % 10 >= carry:
         return r - 10
-    if op == "-" and b % 10 - a % 10 >= SLIP_BORROW_UNITS:
+    if op == "-" and b % 10 - a % 10 >= borrow:
         return r + 10
     return r
 
@@ -58,7 +67,7 @@ def chain(p: Problem, values: list[int] | None = None) -> str:
     return out
 
 
-def system1(p: Problem, style: str = "compressed") -> str:
+def system1(p: Problem, style: str = "tiring") -> str:
     """System 1's short solution of ``p`` (see the module docstring for the two styles)."""
     if style == "compressed":
         out, v, i = "", p.operands[0], 0
@@ -69,16 +78,16 @@ def system1(p: Problem, style: str = "compressed") -> str:
             out += f" {expr}={v}."
             i = j
         return out + boxed(v)
-    if style == "slip":
+    if style in ("slip", "tiring"):
         vals, v = [], p.operands[0]
-        for op, b in zip(p.ops, p.operands[1:]):
-            v = slip(v, op, b)
+        for i, (op, b) in enumerate(zip(p.ops, p.operands[1:])):
+            v = slip(v, op, b, i, style)
             vals.append(v)
         return chain(p, vals) + boxed(v)
-    raise ValueError(f"unknown System 1 style {style!r}; allowed: compressed, slip")
+    raise ValueError(f"unknown System 1 style {style!r}; allowed: compressed, slip, tiring")
 
 
-def system1_answer(p: Problem, style: str = "compressed") -> int:
+def system1_answer(p: Problem, style: str = "tiring") -> int:
     """The answer System 1's target solution ends with (differs from ``p.answer`` only for ``slip``)."""
     text = system1(p, style)
     return int(text.rsplit("{", 1)[1].rstrip("}"))
@@ -127,7 +136,7 @@ def system2(p: Problem, world: World, rng: random.Random, *, force_check: bool =
     if force_check or rng.random() < world.rate(p.level):
         out += CHECK + chain(p) + f" Yes, the answer is {p.answer}."
         passes = 1
-        while passes < 3 and rng.random() < world.extra_verify:
+        while passes < world.max_checks and rng.random() < world.extra_rate(p.level):
             out += AGAIN + chain(p) + f" Yes, the answer is {p.answer}."
             passes += 1
     return out + boxed(p.answer)
