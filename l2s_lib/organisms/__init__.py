@@ -11,9 +11,10 @@ from pathlib import Path
 from l2s_lib import paths
 from l2s_lib.errors import CheckpointError, ConfigError
 
-ROLES = ("system1", "system2", "dpo")
-#: The notebooks' default organism: the only shipped size (see data/organisms/README.md: 6m and larger were
-#: not trained to completion in this session), 1M parameters, answers of 12-110 tokens.
+#: Shipped roles: the two models to merge, the DPO baseline and the equal-verification-rate control System 2.
+ROLES = ("system1", "system2", "dpo", "system2_equal")
+#: The notebooks' default organism: the smallest shipped size, so that every notebook's default run fits the
+#: CPU budget of ``make reproduce`` (1M parameters, answers of 12-170 tokens; 6m is about 4x slower on a CPU).
 DEFAULT_SIZE = "1m"
 #: Sizes whose checkpoints are committed under ``data/organisms/<size>/``.
 SHIPPED_SIZES = ("1m", "6m")

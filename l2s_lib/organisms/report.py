@@ -67,3 +67,179 @@ def bar_check(df, acc_tol: float = 0.05, shorter: float = 0.30) -> str:
                      + (f"{label(best)} at {best.correct:.3f} vs System 2 {s2.correct:.3f}" if best is not None
                         else "none"))
     return "\n".join(lines)
+
+
+# ---- design 2: the ladder sweep (data/organisms/results/design2/) ----
+
+def _per_level(df, size, seed, model, level, col="correct") -> float:
+    sel = df[(df["size"] == size) & (df.seed == seed) & (df.model == model) & (df.level == str(level))]
+    return float(sel[col].iloc[0])
+
+
+def _sizes(df) -> list[str]:
+    from l2s_lib.organisms import configs
+
+    return [s for s in configs.SIZES if s in set(df["size"])]
+
+
+def bars_table(df, acc_tol: float = 0.05, shorter: float = 0.30) -> str:
+    """Issue 5's bars per (size, seed): System 1 level-1 accuracy (>= 0.90), the level-5 gap (>= 25 points), the
+    length ratio (>= 3x), System 2's reflection rate (>= 0.90), repair of forced errors, and how many TA/TIES
+    merges keep System 2's accuracy within ``acc_tol`` with answers ``shorter`` shorter (the headline bar)."""
+    out = ["| size | seed | S1 L1 | S1 / S2 L5 (gap) | S2 / S1 length | S2 reflective | repair | merges meeting "
+           "the headline bar | best of them |", "|---|---|---|---|---|---|---|---|---|"]
+    d = df[df.level == "all"]
+    for size in _sizes(df):
+        for seed, g in d[d["size"] == size].groupby("seed"):
+            s1, s2 = (g[g.model == m].iloc[0] for m in ("system1", "system2"))
+            forced = g[g.model == "system2_forced"].iloc[0]
+            l5 = [_per_level(df, size, seed, m, 5) for m in ("system1", "system2")]
+            m = g[g.model.isin(["ta", "ties"])]
+            ok = m[(m.correct >= s2.correct - acc_tol) & (m.length <= (1 - shorter) * s2.length)]
+            best = ok.sort_values(["correct", "length"], ascending=[False, True]).iloc[0] if len(ok) else None
+            out.append(f"| {size} | {seed} | {_per_level(df, size, seed, 'system1', 1):.2f} | {l5[0]:.2f} / "
+                       f"{l5[1]:.2f} ({100 * (l5[1] - l5[0]):+.0f}) | {s2.length / s1.length:.2f}x | "
+                       f"{s2.reflect:.2f} | {forced.correct:.3f} | {len(ok)} | "
+                       + (f"{label(best)}: {best.correct:.3f} at {100 * (best.length / s2.length - 1):+.0f}%"
+                          if best is not None else "-") + " |")
+    return "\n".join(out)
+
+
+def zone_summary(df, acc_tol: float = 0.05, shorter: float = 0.30):
+    """Per (size, seed) over the TA sweep (alpha 0.5-1.0): the lowest accuracy, the largest accuracy change between
+    neighbouring alphas, the flip rate at the lowest point, and the number of alphas meeting the headline bar."""
+    import pandas as pd
+
+    d = df[(df.level == "all")]
+    rows = []
+    for (size, seed), g in d.groupby(["size", "seed"]):
+        s2 = g[g.model == "system2"].iloc[0]
+        ta = g[g.model == "ta"].sort_values("alpha")
+        worst = ta.loc[ta.correct.idxmin()]
+        rows.append({"size": size, "seed": seed, "min_acc": ta.correct.min(), "alpha_at_min": worst.alpha,
+                     "flip_at_min": worst.flip, "max_step_change": ta.correct.diff().abs().max(),
+                     "window": int(((ta.correct >= s2.correct - acc_tol)
+                                    & (ta.length <= (1 - shorter) * s2.length)).sum())})
+    return pd.DataFrame(rows)
+
+
+def zone_table(df) -> str:
+    """``zone_summary`` as mean (min-max) over seeds per size."""
+    z = zone_summary(df)
+    out = ["| size | seeds | lowest TA accuracy over alpha 0.5-1.0 | at alpha | flip rate there | largest change "
+           "between neighbouring alphas (points) | alphas meeting the headline bar (of 11) |",
+           "|---|---|---|---|---|---|---|"]
+    for size in _sizes(df):
+        g = z[z["size"] == size]
+        f = lambda c, k=100: f"{k * g[c].mean():.1f} ({k * g[c].min():.1f}-{k * g[c].max():.1f})"  # noqa: E731
+        out.append(f"| {size} | {len(g)} | {f('min_acc')} | {', '.join(f'{a:.2f}' for a in g.alpha_at_min)} | "
+                   f"{f('flip_at_min')} | {f('max_step_change')} | {f('window', 1)} |")
+    return "\n".join(out)
+
+
+def control_table(df, alphas=(0.7, 0.8, 0.9)) -> str:
+    """Reflection rate per level of TA merges toward System 2 (adaptive world) and toward the equal-rate control
+    System 2, mean over seeds: level-dependent reflection that survives only with the adaptive System 2 is inherited
+    from its habit, not produced by merging."""
+    d = df[(df.level != "all") & df.model.isin(["ta", "ta_equal"]) & df.alpha.isin(alphas)]
+    g = d.groupby(["size", "model", "alpha", "level"])[["reflect", "correct"]].mean()
+    out = ["| size | merge toward | alpha | reflective L1 / L2 / L3 / L4 / L5 | accuracy L1 / L2 / L3 / L4 / L5 |",
+           "|---|---|---|---|---|"]
+    for size in _sizes(d):
+        for model, name in (("ta", "System 2 (adaptive)"), ("ta_equal", "control System 2 (equal)")):
+            for a in alphas:
+                if (size, model, a, "1") not in g.index:
+                    continue
+                r = [g.loc[(size, model, a, str(lv))] for lv in range(1, 6)]
+                out.append(f"| {size} | {name} | {a:.2f} | {' / '.join(f'{x.reflect:.2f}' for x in r)} | "
+                           f"{' / '.join(f'{x.correct:.2f}' for x in r)} |")
+    return "\n".join(out)
+
+
+def ladder_figure(df, path: str | Path) -> Path:
+    """TA accuracy and length change against alpha, TIES against its trim ratio k, one line per size (mean over
+    seeds, shaded min-max), System 2's accuracy band of 5 points and the 30%-shorter line marked."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from l2s_lib import figures
+
+    figures.set_style()
+    d = df[df.level == "all"].copy()
+    s2 = d[d.model == "system2"].set_index(["size", "seed"])
+    d = d.join(s2[["correct", "length"]].rename(columns={"correct": "s2_acc", "length": "s2_len"}), on=["size", "seed"])
+    d["acc"] = 100 * d.correct
+    d["dlen"] = 100 * (d.length / d.s2_len - 1)
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharey="row")
+    colors = dict(zip(_sizes(df), ["#9ecae1", "#4292c6", "#08519c", "#08306b"]))
+    for col, (model, x, xlabel) in enumerate((("ta", "alpha", "TA alpha"), ("ties", "k", "TIES trim ratio k (alpha 1)"))):
+        sel = d[(d.model == model) & ((d.alpha == 1.0) if model == "ties" else True)]
+        for size in _sizes(df):
+            g = sel[sel["size"] == size].groupby(x)
+            for row, y in enumerate(("acc", "dlen")):
+                ax = axes[row, col]
+                m = g[y].mean()
+                ax.plot(m.index, m.values, marker="o", ms=3, color=colors[size], label=f"{size} ({g.seed.nunique().max()} seeds)")
+                ax.fill_between(m.index, g[y].min().values, g[y].max().values, color=colors[size], alpha=0.15, lw=0)
+        axes[0, col].axhline(100 * d.s2_acc.mean() - 5, color="grey", ls=":", lw=1)
+        axes[1, col].axhline(-30, color="grey", ls=":", lw=1)
+        axes[1, col].set_xlabel(xlabel)
+    axes[0, 0].set_ylabel("accuracy (%)")
+    axes[1, 0].set_ylabel("length vs System 2 (%)")
+    axes[0, 0].set_title("Task arithmetic")
+    axes[0, 1].set_title("TIES")
+    axes[0, 0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("Organism ladder, design 2: merges of System 1 and System 2 (held-out 5 x 100, greedy)")
+    path = Path(path)
+    fig.savefig(path, metadata={"Software": None})  # no version string: an unchanged figure stays byte-identical
+    plt.close(fig)
+    return path
+
+
+def shipped_table(sizes=None, bench: str = "org_levels") -> str:
+    """Per-level accuracy, mean length and reflection of every shipped checkpoint, from its model card
+    (``eval_org.json``, measured by ``cards.measure`` through the eval harness on CPU)."""
+    import json
+
+    from l2s_lib.organisms import ROLES, SHIPPED_SIZES, organism_path
+
+    out = ["| size | model | L1 | L2 | L3 | L4 | L5 | all | mean length | reflective |",
+           "|---|---|---|---|---|---|---|---|---|---|"]
+    for size in sizes or SHIPPED_SIZES:
+        for role in ROLES:
+            card = json.loads((organism_path(size, role) / "eval_org.json").read_text())
+            rows = {str(r["level"]): r for r in card["benchmarks"][bench]}
+            out.append(f"| {size} | {role} | " + " | ".join(f"{rows[str(lv)]['correct']:.2f}" for lv in range(1, 6))
+                       + f" | {rows['all']['correct']:.3f} | {rows['all']['length']:.1f} | {rows['all']['reflect']:.2f} |")
+    return "\n".join(out)
+
+
+def write_design2_report(study_csv: str | Path, out_md: str | Path) -> Path:
+    """The generated tables of the ladder sweep (bars, broken zone, control, per-level) and its figure."""
+    df = load(study_csv)
+    out_md = Path(out_md)
+    fig = ladder_figure(df, out_md.with_name("ladder_sweep.png"))
+    models = ["system1", "system2", "dpo", "system2_forced", "ta 0.70", "ta 0.80", "ta 0.90",
+              "ties k=0.65 a=1.00", "ties k=0.80 a=1.00"]
+    parts = ["# Design 2 ladder sweep: generated tables", "",
+             f"Generated by `python -m l2s_lib.organisms.report {study_csv}` from `study.csv` (rows of "
+             "`sweep.FIELDS`; held-out study set, 100 problems per level, greedy, bf16 weights merged in fp32 on "
+             "an H200). Figure: `" + fig.name + "`.", "",
+             "## Bars per size and seed", "", bars_table(df), "",
+             "## The broken alpha zone across the ladder", "", zone_table(df), "",
+             "## Reflection: adaptive System 2 against the equal-rate control", "", control_table(df), "",
+             "## Per level, mean over seeds", ""]
+    for size in _sizes(df):
+        parts += [f"### {size}", "", level_table(df[df["size"] == size], models), ""]
+    parts += ["## Overall, every model and merge", "", overall_table(df), ""]
+    out_md.write_text("\n".join(parts))
+    return out_md
+
+
+if __name__ == "__main__":  # python -m l2s_lib.organisms.report STUDY_CSV [OUT_MD]
+    import sys
+
+    csv_path = Path(sys.argv[1])
+    print(write_design2_report(csv_path, Path(sys.argv[2]) if len(sys.argv) > 2 else csv_path.with_name("report.md")))
