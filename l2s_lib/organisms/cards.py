@@ -116,7 +116,8 @@ def write_card(folder: Path, metrics: dict, train_log: dict | None = None, note:
         f"- recipe (steps, peak lr x size scale {size.lr_scale}, batch): "
         + "; ".join(f"{k} {v['steps']} steps, lr {v['lr']}, batch {v['batch_size']}"
                     for k, v in recipe.items() if isinstance(v, dict)),
-        f"- rebuild: `l2s organisms train --size {meta['size']} --seed {meta['seed']} --device cuda` "
+        f"- rebuild: `l2s organisms train --size {meta['size']} --seed {meta['seed']} --device cuda"
+        + (" --control" if meta["role"] == "system2_equal" else "") + "` "
         "(bit-identical weights are not promised across GPUs/CUDA versions)", "",
         "## Training curve", "",
     ]
