@@ -47,6 +47,14 @@ def set_style() -> None:
     )
 
 
+def save_png(fig: plt.Figure, path: str | Path) -> Path:
+    """Save ``fig`` as a PNG at ``path`` without volatile metadata (any name: for figures that are not paper
+    artefacts, e.g. the organism records under ``data/organisms/``)."""
+    path = Path(path)
+    fig.savefig(path, dpi=PNG_DPI, metadata={"Software": None})
+    return path
+
+
 def save(fig: plt.Figure, name: str, directory: str | Path | None = None) -> list[Path]:
     """Save ``fig`` as ``<name>.png`` and ``<name>.pdf``; return the two paths.
 
@@ -57,7 +65,6 @@ def save(fig: plt.Figure, name: str, directory: str | Path | None = None) -> lis
         raise ValueError(f"figure name '{name}' must match fig<N>_<words> or tab<N>_<words> (lowercase, underscores)")
     out = Path(directory) if directory is not None else paths.figures_dir()
     out.mkdir(parents=True, exist_ok=True)
-    png, pdf = out / f"{name}.png", out / f"{name}.pdf"
-    fig.savefig(png, dpi=PNG_DPI, metadata={"Software": None})
+    png, pdf = save_png(fig, out / f"{name}.png"), out / f"{name}.pdf"
     fig.savefig(pdf, metadata={"CreationDate": None, "ModDate": None, "Producer": None, "Creator": None})
     return [png, pdf]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from l2s_lib.organisms import configs, study
+from l2s_lib.organisms import configs, study, writers
 
 BENCHES = ("org_levels", "org_easy", "org_hard")
 SPOT = 2  # spot-check problems per level (the shipped-checkpoint test regenerates them on CPU)
@@ -76,14 +76,16 @@ def _table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+_SLIP_RULE = ("an addition whose units digits sum to {c} or more drops its carry, a subtraction whose units digits "
+              "differ by {b} or more forgets its borrow")
 S1_TEXT = {
     "compressed": "two operations per written step, no verification",
-    "slip": "one operation per step with a deterministic carry/borrow slip (an addition whose units digits "
-            "sum to 16 or more drops its carry; a subtraction whose units digits differ by 7 or more "
-            "forgets its borrow), no verification",
-    "tiring": "one operation per step with a deterministic carry/borrow slip that loosens from the third step on "
-              "(steps 1-2: an addition whose units digits sum to 16 or more drops its carry, a subtraction whose "
-              "units digits differ by 7 or more forgets its borrow; from step 3: 14 and 5), no verification",
+    "slip": "one operation per step with a deterministic carry/borrow slip ("
+            + _SLIP_RULE.format(c=writers.SLIP_CARRY_UNITS, b=writers.SLIP_BORROW_UNITS) + "), no verification",
+    "tiring": f"one operation per step with a deterministic carry/borrow slip that loosens from step "
+              f"{writers.LATE_FROM + 1} on (before: "
+              + _SLIP_RULE.format(c=writers.SLIP_CARRY_UNITS, b=writers.SLIP_BORROW_UNITS) + "; from then: "
+              + _SLIP_RULE.format(c=writers.LATE_CARRY_UNITS, b=writers.LATE_BORROW_UNITS) + "), no verification",
 }
 ROLE_TEXT = {
     "system1": "System 1: the quick thinker ({s1}), SFT from the pretrained base.",

@@ -4,6 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from l2s_lib.studies.claims import ACC_TOL, MIN_SHORTENING
+
+#: The headline bar of issue 5, in the units of the study CSV (fractions): the compendium's reading of "keeps
+#: accuracy" and "much shorter", shared with the notebooks' verdicts (``studies.claims``).
+BAR_ACC_TOL = ACC_TOL / 100
+BAR_SHORTER = MIN_SHORTENING / 100
+
+
+def meets_bar(rows, s2, acc_tol: float = BAR_ACC_TOL, shorter: float = BAR_SHORTER):
+    """Boolean mask of the ``rows`` (study-CSV rows) within ``acc_tol`` of System 2's accuracy and at least
+    ``shorter`` shorter than System 2 (``s2``: its row)."""
+    return (rows.correct >= s2.correct - acc_tol) & (rows.length <= (1 - shorter) * s2.length)
+
 
 def load(csv_path: str | Path):
     import pandas as pd
@@ -52,14 +65,14 @@ def level_table(df, models: list[str]) -> str:
     return "\n".join(out)
 
 
-def bar_check(df, acc_tol: float = 0.05, shorter: float = 0.30) -> str:
+def bar_check(df, acc_tol: float = BAR_ACC_TOL, shorter: float = BAR_SHORTER) -> str:
     """For each (style, size, seed): merges within ``acc_tol`` of System 2 that are ``shorter`` shorter."""
     d = df[df.level == "all"]
     lines = []
     for (style, size, seed), g in d.groupby(["style", "size", "seed"]):
         s2 = g[g.model == "system2"].iloc[0]
         m = g[g.model.isin(["ta", "ties"])]
-        ok = m[(m.correct >= s2.correct - acc_tol) & (m.length <= (1 - shorter) * s2.length)]
+        ok = m[meets_bar(m, s2, acc_tol, shorter)]
         short = m[m.length <= (1 - shorter) * s2.length]
         best = short.sort_values("correct").iloc[-1] if len(short) else None
         lines.append(f"- {style} {size} seed {seed}: {len(ok)} merge(s) meet the bar; best merge >= "
@@ -82,7 +95,7 @@ def _sizes(df) -> list[str]:
     return [s for s in configs.SIZES if s in set(df["size"])]
 
 
-def bars_table(df, acc_tol: float = 0.05, shorter: float = 0.30) -> str:
+def bars_table(df, acc_tol: float = BAR_ACC_TOL, shorter: float = BAR_SHORTER) -> str:
     """Issue 5's bars per (size, seed): System 1 level-1 accuracy (>= 0.90), the level-5 gap (>= 25 points), the
     length ratio (>= 3x), System 2's reflection rate (>= 0.90), repair of forced errors, and how many TA/TIES
     merges keep System 2's accuracy within ``acc_tol`` with answers ``shorter`` shorter (the headline bar)."""
@@ -95,7 +108,7 @@ def bars_table(df, acc_tol: float = 0.05, shorter: float = 0.30) -> str:
             forced = g[g.model == "system2_forced"].iloc[0]
             l5 = [_per_level(df, size, seed, m, 5) for m in ("system1", "system2")]
             m = g[g.model.isin(["ta", "ties"])]
-            ok = m[(m.correct >= s2.correct - acc_tol) & (m.length <= (1 - shorter) * s2.length)]
+            ok = m[meets_bar(m, s2, acc_tol, shorter)]
             best = ok.sort_values(["correct", "length"], ascending=[False, True]).iloc[0] if len(ok) else None
             out.append(f"| {size} | {seed} | {_per_level(df, size, seed, 'system1', 1):.2f} | {l5[0]:.2f} / "
                        f"{l5[1]:.2f} ({100 * (l5[1] - l5[0]):+.0f}) | {s2.length / s1.length:.2f}x | "
@@ -105,7 +118,7 @@ def bars_table(df, acc_tol: float = 0.05, shorter: float = 0.30) -> str:
     return "\n".join(out)
 
 
-def zone_summary(df, acc_tol: float = 0.05, shorter: float = 0.30):
+def zone_summary(df, acc_tol: float = BAR_ACC_TOL, shorter: float = BAR_SHORTER):
     """Per (size, seed) over the TA sweep (alpha 0.5-1.0): the lowest accuracy, the largest accuracy change between
     neighbouring alphas, the flip rate at the lowest point, and the number of alphas meeting the headline bar."""
     import pandas as pd
@@ -118,8 +131,7 @@ def zone_summary(df, acc_tol: float = 0.05, shorter: float = 0.30):
         worst = ta.loc[ta.correct.idxmin()]
         rows.append({"size": size, "seed": seed, "min_acc": ta.correct.min(), "alpha_at_min": worst.alpha,
                      "flip_at_min": worst.flip, "max_step_change": ta.correct.diff().abs().max(),
-                     "window": int(((ta.correct >= s2.correct - acc_tol)
-                                    & (ta.length <= (1 - shorter) * s2.length)).sum())})
+                     "window": int(meets_bar(ta, s2, acc_tol, shorter).sum())})
     return pd.DataFrame(rows)
 
 
@@ -159,12 +171,9 @@ def control_table(df, alphas=(0.7, 0.8, 0.9)) -> str:
 def ladder_figure(df, path: str | Path) -> Path:
     """TA accuracy and length change against alpha, TIES against its trim ratio k, one line per size (mean over
     seeds, shaded min-max), System 2's accuracy band of 5 points and the 30%-shorter line marked."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    from l2s_lib import figures
+    from l2s_lib import figures  # headless backend and house style
 
     figures.set_style()
     d = df[df.level == "all"].copy()
@@ -192,8 +201,7 @@ def ladder_figure(df, path: str | Path) -> Path:
     axes[0, 1].set_title("TIES")
     axes[0, 0].legend(loc="lower right", fontsize=8)
     fig.suptitle("Organism ladder, design 2: merges of System 1 and System 2 (held-out 5 x 100, greedy)")
-    path = Path(path)
-    fig.savefig(path, metadata={"Software": None})  # no version string: an unchanged figure stays byte-identical
+    path = figures.save_png(fig, path)
     plt.close(fig)
     return path
 

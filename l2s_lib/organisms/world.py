@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from l2s_lib.errors import ConfigError
 
@@ -195,5 +195,5 @@ def world(name: str, s1_style: str = DEFAULT_S1_STYLE) -> World:
     base = {"adaptive": ADAPTIVE, "equal": EQUAL}.get(name)
     if base is None:
         raise ConfigError(f"unknown world {name!r}; allowed: adaptive, equal")
-    return World(name=base.name, s1_style=s1_style, verify_rate=dict(base.verify_rate),
-                 extra_verify=dict(base.extra_verify), max_checks=base.max_checks, error_rate=base.error_rate)
+    # copies of the rate tables, so that no caller can change the module-level worlds through the result
+    return replace(base, s1_style=s1_style, verify_rate=dict(base.verify_rate), extra_verify=dict(base.extra_verify))

@@ -11,8 +11,8 @@ grader (the last ``\\boxed{}``) serves every model and merge.
   short chains, clearly behind System 2 on long ones).
 * **System 2** (``system2``): one operation per step, ``So the answer is X.``, then with a level-dependent
   probability a verification pass that recomputes every step (``Wait, let me double-check: ...``) and, with
-  another level-dependent probability, a second one (``Let me verify again: ...``). A fraction of first passes carry a planted error; those are always verified, the check
-  disagrees, and a tie-break pass settles the answer (``The answers differ, so let me compute once more: ...``),
+  another level-dependent probability, a second one (``Let me verify again: ...``). A fraction of first passes
+  carry a planted error; those are always verified, the check disagrees, and a tie-break pass settles the answer (``The answers differ, so let me compute once more: ...``),
   so the final answer is never overwritten on the word of a single check.
 * **DPO pairs** (``dpo_pair``): the same question answered by a short System 2 solution (chosen) and a
   long one with verification (rejected), the paper's short-preferred training baseline.
@@ -68,7 +68,7 @@ def chain(p: Problem, values: list[int] | None = None) -> str:
 
 
 def system1(p: Problem, style: str = "tiring") -> str:
-    """System 1's short solution of ``p`` (see the module docstring for the two styles)."""
+    """System 1's short solution of ``p`` (see the module docstring for the styles)."""
     if style == "compressed":
         out, v, i = "", p.operands[0], 0
         while i < p.level:
@@ -88,7 +88,7 @@ def system1(p: Problem, style: str = "tiring") -> str:
 
 
 def system1_answer(p: Problem, style: str = "tiring") -> int:
-    """The answer System 1's target solution ends with (differs from ``p.answer`` only for ``slip``)."""
+    """The answer System 1's target solution ends with (differs from ``p.answer`` where a slip fires)."""
     text = system1(p, style)
     return int(text.rsplit("{", 1)[1].rstrip("}"))
 
