@@ -47,6 +47,7 @@ notebooks: $(STAMP)
 	@for nb in $(NOTEBOOKS); do \
 	  $(BIN)/jupytext --sync $$nb && \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 $$nb || exit 1; \
+	  $(BIN)/python -m l2s_lib.studies.outputs $$nb || exit 1; \
 	  $(BIN)/jupytext --sync $$nb; \
 	done
 

@@ -12,15 +12,25 @@ from l2s_lib import paths
 _PACKAGES = ("l2s-lib", "torch", "transformers", "safetensors", "tokenizers", "math-verify", "datasets", "vllm", "mergekit")
 
 
+#: What runs write (relative to the repository root): changes there do not make the inputs dirty.
+OUTPUT_PATHS = ("data/results", "figures", "notebooks/*.ipynb")
+
+
 @functools.lru_cache(maxsize=1)
 def git_sha() -> str | None:
-    """The repository's HEAD commit (with ``-dirty`` when the tree has uncommitted changes), or None."""
+    """The repository's HEAD commit, with ``-dirty`` when an input has uncommitted changes; None outside git.
+
+    Inputs are everything but what a run writes: result files, figures and executed notebooks are outputs
+    (``OUTPUT_PATHS``), so re-running the studies one after another from a clean commit names that commit,
+    not a "dirty" tree that the previous notebook just wrote its outputs into.
+    """
     try:
         sha = subprocess.run(
             ["git", "-C", str(paths.ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "-C", str(paths.ROOT), "status", "--porcelain", "--untracked-files=no"],
+            ["git", "-C", str(paths.ROOT), "status", "--porcelain", "--untracked-files=no", "--", "."]
+            + [f":(exclude){p}" for p in OUTPUT_PATHS],
             capture_output=True, text=True, timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):

@@ -32,7 +32,7 @@ def test_every_layout_reads_its_fixture(name):
     assert problems[0].idx == first_id and problems[0].answer == first_answer
     assert all(p.question and p.answer for p in problems)
     assert sorted({p.level for p in problems}, key=str) == sorted(levels, key=str)
-    assert bm.load_benchmark(name, path=FIXTURES / name / "test.jsonl", limit=2) == problems[:2]
+    assert bm.load_benchmark(name, path=FIXTURES / name / "test.jsonl", limit=2) == bm.spread(problems, 2)
 
 
 def test_layout_specific_answers():
@@ -127,3 +127,17 @@ def test_last_boxed():
     assert bm.last_boxed(r"\boxed{x} then \boxed{unbalanced") == "x"
     assert bm.last_boxed(r"\boxed 7 done") == "7"
     assert bm.last_boxed("none") is None
+
+
+def test_spread_keeps_every_level_of_a_sorted_file():
+    rows = [{"level": lv, "i": i} for lv in range(1, 6) for i in range(100)]
+    picked = bm.spread(rows, 20)
+    assert len(picked) == 20 and picked == sorted(picked, key=rows.index)
+    assert {lv: sum(r["level"] == lv for r in picked) for lv in range(1, 6)} == {lv: 4 for lv in range(1, 6)}
+    assert bm.spread(rows, 1) == [rows[0]]
+    assert bm.spread(rows[:3], 10) == rows[:3]
+
+
+def test_a_limited_org_levels_run_sees_every_level():
+    levels = {p.level for p in bm.load_benchmark("org_levels", limit=20)}
+    assert levels == {1, 2, 3, 4, 5}

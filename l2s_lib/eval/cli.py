@@ -28,7 +28,7 @@ def register(subparsers) -> None:
                    help="evaluate this jsonl file (repeatable); needs --layout")
     p.add_argument("--layout", default=None,
                    help="how to read --benchmark-file: a registered benchmark (its layout and grader) or a layout")
-    p.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark")
+    p.add_argument("--limit", type=int, default=None, help="N problems of each benchmark, evenly spread over the file (every level)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: per benchmark, "
                    "else 10240)")
     p.add_argument("--prompt", default=None, help="prompt template (default: per benchmark, else qwen25-math-cot)")

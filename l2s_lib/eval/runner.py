@@ -142,7 +142,7 @@ def evaluate(
     comma-separated string) or ``Benchmark`` objects (``benchmark_from_file``). ``prompt`` and
     ``max_new_tokens`` override the benchmarks' defaults (a value for all, or a mapping by benchmark).
     ``backend``: "hf", "vllm", or a ready ``Backend`` (reused across calls; its own device, dtype and batch
-    size apply). ``limit``: the first N problems of each benchmark. ``keywords``: the reflection keyword
+    size apply). ``limit``: N problems of each benchmark, evenly spread over its file (``benchmarks.spread``). ``keywords``: the reflection keyword
     list of the summary ("paper" or "paper-code"). Generations are cached under ``cache_dir`` (default
     ``paths.cache_dir()``) unless ``use_cache`` is false; ``out_dir`` receives ``samples.jsonl`` and
     ``summary.csv``.
