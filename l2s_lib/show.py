@@ -45,8 +45,11 @@ class Table:
         return cap + table
 
 
-def table(df: pd.DataFrame, caption: str | None = None, index: bool = True) -> Table:
-    """Display ``df`` (already rounded by the caller) as a rendered table; print it as text outside IPython."""
+def table(df: pd.DataFrame, caption: str | None = None, index: bool = True) -> None:
+    """Display ``df`` (already rounded by the caller) as a rendered table; print it as text outside IPython.
+
+    Returns nothing, so a call that ends a cell is not displayed a second time as the cell's result.
+    """
     shown = Table(df, caption, index)
     if _ipython() is None:
         print(repr(shown))
@@ -54,7 +57,6 @@ def table(df: pd.DataFrame, caption: str | None = None, index: bool = True) -> T
         from IPython.display import display
 
         display(shown)
-    return shown
 
 
 def figure(fig, name: str, directory: str | Path | None = None) -> list[Path]:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -163,12 +165,28 @@ def run(study: str, config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | No
     out_dir = Path(output_dir) if output_dir else paths.results_dir() / study / name
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{study}.ipynb"
-    papermill.execute_notebook(
-        str(notebook_path(study)), str(out), parameters=params, kernel_name="python3",
-        cwd=str(paths.NOTEBOOKS), progress_bar=progress,
-    )
+    with tempfile.TemporaryDirectory(prefix="l2s-kernel-") as sockets:
+        papermill.execute_notebook(
+            str(notebook_path(study)), str(out), parameters=params, kernel_name="python3",
+            cwd=str(paths.NOTEBOOKS), progress_bar=progress, kernel_manager_class=_ipc_kernel_manager(sockets),
+        )
     outputs.tidy(out)
     return out
+
+
+def _ipc_kernel_manager(directory: str):
+    """A kernel manager whose kernel talks over IPC sockets in ``directory``, not TCP ports.
+
+    A batch run needs no network: over TCP every kernel warned that its traffic is unencrypted on every
+    ``l2s run``. Unix sockets in a private temporary folder are reachable by this user only.
+    """
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(transport="ipc", ip=os.path.join(directory, "kernel"), **kwargs)
+
+    return IPCKernelManager
 
 
 def current_parameters(study: str, namespace: dict[str, Any]) -> dict[str, Any]:
