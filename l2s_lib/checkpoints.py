@@ -306,7 +306,7 @@ def _download(repo_id: str) -> Path:
         )
         raise CheckpointError(
             f"{repo_id}: not a local folder and cannot be downloaded ({hint}: {type(exc).__name__}: {exc}). "
-            "Download it on a connected machine (huggingface-cli download "
+            "Download it on a connected machine (hf download "
             f"{repo_id}) or pass a local folder."
         ) from None
     return Path(folder)

@@ -141,3 +141,27 @@ def test_spread_keeps_every_level_of_a_sorted_file():
 def test_a_limited_org_levels_run_sees_every_level():
     levels = {p.level for p in bm.load_benchmark("org_levels", limit=20)}
     assert levels == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize("name, expected", [("math500", "math500"), ("minerva_math", "minerva_math"),
+                                            ("olympiadbench", "olympiadbench")])
+def test_the_layout_of_a_toolkit_file_is_told_from_its_rows(name, expected):
+    assert bm.infer_layout(FIXTURES / name / "test.jsonl") == expected
+
+
+def test_an_organism_benchmark_file_needs_no_layout(tmp_path):
+    from l2s_lib import paths
+
+    # The file `l2s organisms benchmark` writes: idx, problem, answer, level.
+    assert bm.infer_layout(paths.ROOT / "data" / "organisms" / "benchmarks" / "org_levels.jsonl") == "math500"
+
+
+def test_a_file_two_layouts_read_differently_keeps_the_error(tmp_path):
+    f = tmp_path / "mixed.jsonl"
+    f.write_text(json.dumps({"question": "How many?", "answer": "Six and one. #### 7"}) + "\n")
+    with pytest.raises(ConfigError, match="cannot tell its layout.*gsm8k.*college_math|cannot tell its layout.*college_math.*gsm8k"):
+        bm.infer_layout(f)
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(json.dumps({"prompt": "x", "target": "1"}) + "\n")
+    with pytest.raises(ConfigError, match="layouts that read it: none"):
+        bm.infer_layout(unknown)

@@ -166,8 +166,10 @@ def test_cli_eval(model_dir, tmp_path, capsys):
     assert (out / "samples.jsonl").is_file() and len(pd.read_csv(out / "summary.csv")) == 5
     assert main(["eval", "--model", str(model_dir), "--benchmarks", "no_such_bench"]) == 2
     assert "unknown benchmark 'no_such_bench'" in capsys.readouterr().err
-    assert main(["eval", "--model", str(model_dir), "--benchmark-file", str(MATH500)]) == 2
-    assert "needs --layout" in capsys.readouterr().err
+    ambiguous = tmp_path / "ambiguous.jsonl"
+    ambiguous.write_text('{"question": "How many?", "answer": "Six and one. #### 7"}\n')
+    assert main(["eval", "--model", str(model_dir), "--benchmark-file", str(ambiguous)]) == 2
+    assert "cannot tell its layout" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "no_model"), "--benchmarks", "math500"]) == 2
 
 

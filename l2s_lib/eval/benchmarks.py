@@ -268,6 +268,37 @@ def benchmark_from_file(path: str | os.PathLike, like: str) -> Benchmark:
                      levels=base.levels, prompt=base.prompt, max_new_tokens=base.max_new_tokens)
 
 
+def infer_layout(path: str | os.PathLike) -> str:
+    """The layout of the jsonl file ``path``, told from its rows; ``ConfigError`` when the rows cannot tell.
+
+    Every layout whose fields the rows have is tried; layouts that read the rows into the same problems are one
+    answer (``math500`` and ``aime24`` read a file without levels alike), and the one that reads the most (levels
+    too) is named. Files written by this project (``l2s organisms benchmark``) are told apart this way; a file
+    that two layouts read differently (a ``gsm8k`` answer with ``####`` is also a ``college_math`` answer) needs
+    ``--layout``.
+    """
+    rows = read_jsonl_rows(path)
+    if not rows:
+        raise ConfigError(f"{path}: no rows, so its layout cannot be told; give --layout")
+    readings: dict[tuple, list[str]] = {}
+    for name, lay in LAYOUTS.items():
+        if any(f not in row for row in rows for f in lay.fields):
+            continue
+        try:
+            problems = tuple(parse_rows(rows, name, str(path)))
+        except (BenchmarkError, ValueError, KeyError, TypeError):
+            continue
+        # Levels are left out of the comparison: a layout that also reads them is the same reading, only fuller.
+        key = tuple((p.idx, p.question, p.answer) for p in problems)
+        readings.setdefault(key, []).append((name, any(p.level is not None for p in problems)))
+    if len(readings) != 1:
+        found = "; ".join("/".join(n for n, _ in names) for names in readings.values()) or "none"
+        raise ConfigError(f"{path}: cannot tell its layout from its rows (fields {sorted(rows[0])}; layouts that read "
+                          f"it: {found}); give --layout (a registered benchmark or one of {', '.join(LAYOUTS)})")
+    (names,) = readings.values()
+    return next((n for n, levels in names if levels), names[0][0])
+
+
 def _hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes", "on")
 

@@ -25,9 +25,10 @@ def register(subparsers) -> None:
     p.add_argument("--model", required=True, help="local checkpoint folder or hub id")
     p.add_argument("--benchmarks", default=None, help="comma-separated registered benchmarks (e.g. gsm8k,math500)")
     p.add_argument("--benchmark-file", action="append", default=[], metavar="FILE.jsonl",
-                   help="evaluate this jsonl file (repeatable); needs --layout")
+                   help="evaluate this jsonl file (repeatable); its layout is told from its rows, or given by --layout")
     p.add_argument("--layout", default=None,
-                   help="how to read --benchmark-file: a registered benchmark (its layout and grader) or a layout")
+                   help="how to read --benchmark-file: a registered benchmark (its layout and grader) or a layout "
+                        "(default: told from the file's rows when they can tell)")
     p.add_argument("--limit", type=int, default=None, help="N problems of each benchmark, evenly spread over the file (every level)")
     p.add_argument("--max-new-tokens", type=int, default=None, help="generation budget (default: per benchmark, "
                    "else 10240)")
@@ -50,19 +51,17 @@ def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
     from l2s_lib.errors import ConfigError
-    from l2s_lib.eval.benchmarks import benchmark_from_file
+    from l2s_lib.eval.benchmarks import benchmark_from_file, infer_layout
     from l2s_lib.eval.runner import evaluate
 
     benches: list = [b for b in (args.benchmarks or "").split(",") if b.strip()]
     if args.benchmark_file:
-        if not args.layout:
-            raise ConfigError("--benchmark-file needs --layout (a registered benchmark or a layout name)")
         for f in args.benchmark_file:
             if not Path(f).is_file():
                 raise ConfigError(f"--benchmark-file {f}: no such file")
-            benches.append(benchmark_from_file(f, like=args.layout))
+            benches.append(benchmark_from_file(f, like=args.layout or infer_layout(f)))
     if not benches:
-        raise ConfigError("give --benchmarks NAME[,NAME...] and/or --benchmark-file FILE --layout NAME")
+        raise ConfigError("give --benchmarks NAME[,NAME...] and/or --benchmark-file FILE [--layout NAME]")
     out = Path(args.out) if args.out else paths.results_dir() / "eval" / Path(str(args.model).rstrip("/")).name
     result = evaluate(
         args.model, benches, prompt=args.prompt, max_new_tokens=args.max_new_tokens, limit=args.limit,
