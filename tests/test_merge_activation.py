@@ -12,7 +12,8 @@ from safetensors import safe_open
 from l2s_lib.errors import ConfigError
 from l2s_lib.merge import calibration as cal
 from l2s_lib.merge import methods_activation as ma
-from l2s_lib.merge.base import MergeContext, get_method, validate_params
+from l2s_lib.merge.base import MergeContext, validate_params
+from l2s_lib.merge.registry import get_method
 
 FIXTURE = str(Path(__file__).parent / "fixtures" / "calibration" / "arithmetic.jsonl")
 
@@ -72,13 +73,32 @@ TIES = ({"lambda": 1.0}, {"density": 0.2, "weight": 1.0})
 # --- AIM -------------------------------------------------------------------------------------------
 
 
-def test_aim_variants_are_registered_for_the_data_free_methods():
-    for name in ("aim_ties", "aim_task_arithmetic", "aim_twin", "aim_iso_c"):
-        cls = get_method(name)
+def test_aim_applies_to_every_listed_data_free_method():
+    from l2s_lib.merge import registry
+
+    wrappable = [cls.name for cls, _ in registry.METHODS if not cls.has_prepass and cls.needs_base]
+    assert {"ties", "task_arithmetic", "twin", "iso_c", "dare_ties"} <= set(wrappable)
+    for name in wrappable:
+        cls = get_method(f"aim_{name}")
+        assert cls.name == f"aim_{name}" and cls.inner is get_method(name)
         assert cls.has_prepass and cls.needs_base and "omega" in {p.name for p in cls.params}
+        assert f"aim_{name}" in registry.available_methods()
+    assert get_method("aim_ta") is get_method("aim_task_arithmetic")  # aliases of the wrapped method work
     assert {p.name for p in get_method("aim_ties").model_params} == {p.name for p in get_method("ties").model_params}
     with pytest.raises(ConfigError, match="data-free merge"):
-        ma.aim_variant("sens")
+        ma.aim(get_method("sens"))
+    with pytest.raises(ConfigError, match="'sens' is not one"):
+        get_method("aim_sens")
+    assert "aim_average" not in registry.available_methods()  # Average has no base to relax towards
+
+
+def test_aim_wraps_a_method_defined_outside_the_registry():
+    from l2s_lib.merge import methods_task_vector as tv
+
+    custom = tv.task_arithmetic_method("ta_copy", "TA copy", "https://arxiv.org/abs/2212.04089", "TA again.",
+                                       params=get_method("ta").params, model_params=get_method("ta").model_params)
+    wrapped = ma.aim(custom)
+    assert wrapped.name == "aim_ta_copy" and wrapped.inner is custom
 
 
 def test_aim_with_omega_one_is_its_input_merge(tiny_pair):

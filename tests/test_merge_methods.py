@@ -8,7 +8,7 @@ from safetensors.torch import load_file
 
 from l2s_lib.merge import merge
 from l2s_lib.merge.base import MergeContext
-from l2s_lib.merge.methods_task_vector import dare, kth_smallest, trim_exact, trim_paper, _abs_blocks
+from l2s_lib.merge.methods_task_vector import dare, dare_keep, kth_smallest, trim_exact, trim_paper, _abs_blocks
 
 
 def _load(folder):
@@ -146,9 +146,11 @@ def test_dare_kernel_is_unbiased_and_l1_rescale_restores_the_norm():
     delta = torch.randn(200, 300)
     mean = torch.zeros_like(delta)
     for s in range(40):
-        mean += dare(delta, 0.6, torch.Generator().manual_seed(s), "inverse") / 40
+        ctx = MergeContext(params={}, model_params=[], seed=s)
+        mean += dare(delta, dare_keep(delta.shape, 0.6, "t", 0, ctx), 0.6, "inverse") / 40
     assert (mean - delta).abs().mean() < 0.15 * delta.abs().mean()
-    out = dare(delta, 0.6, torch.Generator().manual_seed(0), "l1")
+    ctx = MergeContext(params={}, model_params=[], seed=0)
+    out = dare(delta, dare_keep(delta.shape, 0.6, "t", 0, ctx), 0.6, "l1")
     assert torch.allclose(out.abs().sum(), delta.abs().sum(), rtol=1e-5)
 
 

@@ -230,8 +230,8 @@ def merge(
             "inputs": [_describe_input(label, src, cfg) for label, src in inputs],
             "seed": cfg.seed,
             "device": str(dev),
-            "rng": "torch.Generator on the compute device, seeded per tensor from sha256(seed, tensor name, salt); "
-                   "CPU and CUDA streams differ",
+            "rng": "CPU torch.Generator seeded per tensor from sha256(seed, tensor name, salt), draws moved to "
+                   "the compute device: the same on every device",
             "policies": cfg.policies | {"tokenizer_source": cfg.tokenizer_source},
             "compute_dtype": str(ctx.compute_dtype).removeprefix("torch."),
             "decisions": {
