@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
+from merge_helpers import load_tensors
 
 from l2s_lib.errors import ConfigError
 from l2s_lib.merge import calibration as cal
@@ -24,10 +24,7 @@ class Source:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.config: dict = {}
-        self._tensors = {}
-        for f in sorted(self.path.glob("*.safetensors")):
-            with safe_open(str(f), "pt") as h:
-                self._tensors.update({k: h.get_tensor(k) for k in h.keys()})
+        self._tensors = load_tensors(self.path)
 
     def tensor_names(self):
         return list(self._tensors)

@@ -16,18 +16,13 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from merge_helpers import load_tensors as _load
+
 from l2s_lib import tiny
 from l2s_lib.checkpoints import ShardedWriter
 from l2s_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from l2s_lib.fingerprint import model_fingerprint
 from l2s_lib.merge import driver, merge
-
-
-def _load(folder):
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out |= load_file(f)
-    return out
 
 
 def _cfg(s1, s2, method="task_arithmetic", model_params=None, **extra):
@@ -155,7 +150,9 @@ def test_blocks_of_rows_give_the_same_result(tmp_path, tiny_pair, monkeypatch):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-@pytest.mark.parametrize("method, params", [("task_arithmetic", {"weight": 0.7}), ("ties", {"density": 0.2})])
+@pytest.mark.parametrize("method, params", [("task_arithmetic", {"weight": 0.7}), ("ties", {"density": 0.2}),
+                                           ("dare_linear", {"weight": 0.5, "density": 0.7}),
+                                           ("dare_ties", {"density": 0.7, "trim_density": 0.2})])
 def test_cuda_path_gives_the_cpu_tensors(tmp_path, tiny_pair_bf16, method, params):
     s1, s2 = tiny_pair_bf16
     cpu = _load(merge(_cfg(s1, s2, method, params), tmp_path / "cpu", progress=False))

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors import safe_open
+
+from merge_helpers import load_tensors as _tensors
 
 from l2s_lib.errors import ConfigError
 from l2s_lib.merge.base import MergeContext, validate_params
@@ -176,14 +177,6 @@ def test_iso_c_vectors_are_ta_and_the_default_scope_decomposes_embeddings(pair, 
 
 
 # --- tiny checkpoints ------------------------------------------------------------------------------
-
-
-def _tensors(folder):
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        with safe_open(str(f), "pt") as h:
-            out.update({k: h.get_tensor(k) for k in h.keys()})
-    return out
 
 
 CASES = [
