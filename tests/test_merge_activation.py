@@ -135,7 +135,7 @@ def test_aim_reuses_cached_statistics_and_is_deterministic(tiny_pair, monkeypatc
     def no_model(*a, **k):
         raise AssertionError("the second run must not run a forward pass")
 
-    monkeypatch.setattr(cal, "load_causal_lm", no_model)
+    monkeypatch.setattr(cal.passes, "load_causal_lm", no_model)
     second, ctx2 = merge_all("aim_task_arithmetic", tiny_pair, params)
     sweep, _ = merge_all("aim_task_arithmetic", tiny_pair, {**params, "omega": 0.6})  # omega sweep: cached too
     assert ctx2.state["provenance"]["calibration"]["aim"]["cache_hit"] is True
@@ -190,7 +190,7 @@ def test_sens_limits_and_cache(tiny_pair, monkeypatch):
     def no_model(*a, **k):
         raise AssertionError("a temperature sweep must not recompute the statistics")
 
-    monkeypatch.setattr(cal, "load_causal_lm", no_model)
+    monkeypatch.setattr(cal.passes, "load_causal_lm", no_model)
     for temperature in (math.inf, 1e9):
         limit, ctx2 = merge_all("sens", tiny_pair, {**SENS, "temperature": temperature})
         assert ctx2.state["provenance"]["calibration"]["sens"]["models_loaded"] == 0
@@ -231,7 +231,7 @@ def test_driver_end_to_end_with_cached_calibration(tiny_pair_bf16, tmp_path, mon
     def no_model(*a, **k):
         raise AssertionError("the rerun must use the cached statistics")
 
-    monkeypatch.setattr(cal, "load_causal_lm", no_model)
+    monkeypatch.setattr(cal.passes, "load_causal_lm", no_model)
     for k, c in cfgs.items():
         second = merge(c, tmp_path / f"{k}2", progress=False)
         a, b = Source(first[k]), Source(second)
