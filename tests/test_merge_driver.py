@@ -74,7 +74,11 @@ def test_merged_folder_loads_with_transformers_and_generates(tmp_path, tiny_pair
                                   return_tensors="pt", return_dict=True)
     gen = model.generate(**enc, max_new_tokens=6, do_sample=False)
     assert gen.shape[1] > enc["input_ids"].shape[1]
-    assert isinstance(tok.decode(gen[0, enc["input_ids"].shape[1]:]), str)
+    # the same tokens as the merge written by hand (A + 0.7 (B - A) in fp32, rounded once to bf16)
+    a, b = _load(s1), _load(s2)
+    ref = AutoModelForCausalLM.from_pretrained(s1, dtype=torch.float32)
+    ref.load_state_dict({k: (a[k] + 0.7 * (b[k] - a[k])).bfloat16().float() for k in a}, strict=True)
+    assert torch.equal(gen, ref.generate(**enc, max_new_tokens=6, do_sample=False))
 
 
 def test_provenance_records_method_inputs_policies_and_versions(tmp_path, tiny_pair):
@@ -238,10 +242,15 @@ def test_nan_or_inf_is_an_error_naming_the_tensor(tmp_path, tiny_pair, method, p
 def test_existing_output_and_missing_cuda_are_refused(tmp_path, tiny_pair):
     s1, s2 = tiny_pair
     (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "old.txt").write_text("a previous output")
     with pytest.raises(CheckpointError, match="exists; pass --overwrite"):
         merge(_cfg(s1, s2), tmp_path / "out", progress=False)
+    assert (tmp_path / "out" / "old.txt").read_text() == "a previous output"  # refused: untouched
     merge(_cfg(s1, s2), tmp_path / "out", progress=False, overwrite=True)
-    assert (tmp_path / "out" / "l2s_provenance.json").is_file()
+    assert not (tmp_path / "out" / "old.txt").exists()  # replaced as a whole
+    assert json.loads((tmp_path / "out" / "l2s_provenance.json").read_text())["method"]["name"] == "task_arithmetic"
+    fresh = _load(merge(_cfg(s1, s2), tmp_path / "fresh", progress=False))
+    assert all(torch.equal(v, fresh[k]) for k, v in _load(tmp_path / "out").items())
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="no CUDA device"):
             merge(_cfg(s1, s2), tmp_path / "gpu", device="cuda", progress=False)
