@@ -133,3 +133,36 @@ def test_paper_arith_refuses_unequal_weights(tmp_path, tiny_pair_bf16):
            "policies": {"compute_dtype": "paper_bf16_arith"}}
     with pytest.raises(ConfigError, match="one coefficient for all models"):
         merge(cfg, tmp_path / "out", progress=False)
+
+
+def test_dare_on_average_is_the_paper_code_given_the_masks(tmp_path, tiny_pair_bf16, pair_tensors):
+    a, b = pair_tensors
+    p = 0.3
+    got = engine(tmp_path, tiny_pair_bf16, "dare_average", {"density": 1 - p})
+    shapes = {n: t.shape for n, t in a.items()}
+    # --models_to_merge S1,S2 --weight_mask_rates p,p --mask_apply_method average_merging
+    a_masked = paper_mask(a, a, p, engine_drop_masks(shapes, 1 - p, seed=1))  # S1's task vector is zero
+    b_masked = paper_mask(a, b, p, engine_drop_masks(shapes, 1 - p))
+    ref = {n: torch.stack([a_masked[n], b_masked[n]], dim=0).mean(dim=0) for n in a}
+    same_tensors(got, to_bf16(ref))
+    # written as TA with weight 0.5 instead, the paper arithmetic rounds differently somewhere
+    ta_half = engine(tmp_path, tiny_pair_bf16, "dare_linear", {"weight": 0.5, "density": 1 - p})
+    assert any(not torch.equal(ta_half[n], ref[n]) for n in ref)
+
+
+def test_dare_on_average_is_dare_linear_at_half_weight_on_the_fp32_path(tmp_path, tiny_pair_bf16):
+    fp32 = {"compute_dtype": "float32"}
+    avg = engine(tmp_path, tiny_pair_bf16, "dare_average", {"density": 0.7}, policies=fp32)
+    half = engine(tmp_path, tiny_pair_bf16, "dare_linear", {"weight": 0.5, "density": 0.7}, policies=fp32)
+    same_tensors(avg, half)
+
+
+def test_average_and_ta_are_the_paper_code(tmp_path, tiny_pair_bf16, pair_tensors):
+    a, b = pair_tensors
+    s1, s2 = tiny_pair_bf16
+    cfg = {"merge_method": "average", "models": [{"model": str(s1)}, {"model": str(s2)}],
+           "policies": {"compute_dtype": "paper_bf16_arith"}}
+    got = load_tensors(merge(cfg, tmp_path / "avg", progress=False))
+    same_tensors(got, {n: torch.stack([a[n], b[n]], dim=0).mean(dim=0) for n in a})  # average_merging
+    ta = engine(tmp_path, tiny_pair_bf16, "task_arithmetic", {"weight": 0.7})
+    same_tensors(ta, paper_combine(a, paper_task_vector(a, b), 0.7))

@@ -301,6 +301,16 @@ class Consensus:
 
 
 SIGN = Consensus("sign")
+#: The average of the base and the (sparsified) models, ``(A + sum_k B'_k) / (n + 1)``: each task vector
+#: weighs ``1 / (n + 1)`` (the methods that use it have no ``weight``). The paper's DARE row is DARE on
+#: Average merging of System 1 and System 2 (``mask_apply_method: average_merging``).
+MEAN_WITH_BASE = Consensus("mean_with_base")
+
+
+def _weights(ctx: MergeContext, consensus: Consensus | None) -> list[float]:
+    if consensus is MEAN_WITH_BASE:
+        return [1.0 / (len(ctx.model_params) + 1)] * len(ctx.model_params)
+    return [mp["weight"] for mp in ctx.model_params]
 
 
 def _paper_arith(ctx: MergeContext) -> bool:
@@ -337,7 +347,7 @@ def generalized_task_arithmetic(
             for sp in sparsifiers:
                 d = sp.apply(d, mp, name, k, ctx)
         deltas.append(d)
-    weights = [mp["weight"] for mp in ctx.model_params]
+    weights = _weights(ctx, consensus)
 
     if len(deltas) == 1:
         # One model (the L2S setting): the same arithmetic as the general branch below without stacking
@@ -389,12 +399,15 @@ def paper_code_task_arithmetic(name, base, models, ctx, sparsifiers=(), consensu
       bf16 and the sum rounded again;
     - ``SIGN`` (``ties_merging``): elected sign ``sign(sum tau)`` (0 -> +1), agreeing entries kept, their
       bf16 sum divided by the fp32 count of kept entries (so the merged task vector is fp32), then
-      ``A + alpha * .`` in fp32, rounded to bf16 once when it is stored.
+      ``A + alpha * .`` in fp32, rounded to bf16 once when it is stored;
+    - ``MEAN_WITH_BASE`` (``average_merging`` of System 1 and the models, the paper's DARE row):
+      ``torch.stack([A', B'_1, ...]).mean(0)`` with ``A' = A + 1.0 * (A - A)`` (masking System 1's zero
+      task vector, as the paper's ``--weight_mask_rates p,p`` does).
 
     ``alpha`` is ``lambda * weight`` (``lambda`` alone where ``normalize`` cancels the weight). The paper
     code has one coefficient for all models, so several models need equal weights here.
     """
-    weights = [mp["weight"] for mp in ctx.model_params]
+    weights = _weights(ctx, consensus)
     if len(set(weights)) > 1:
         raise ConfigError("compute_dtype paper_bf16_arith follows the paper code, which has one coefficient for "
                           f"all models: give every model the same weight (got {weights}) and scale with lambda")
@@ -404,15 +417,19 @@ def paper_code_task_arithmetic(name, base, models, ctx, sparsifiers=(), consensu
     else:
         alpha = lam * (1.0 / n if ctx.params.get("normalize") else w)
     scoped = in_scope(name, base.ndim, ctx)
-    taus = []
+    taus, written = [], []
     for k, (m, mp) in enumerate(zip(models, ctx.model_params)):
         tau = m - base
         if scoped:
             for sp in sparsifiers:
                 tau = sp.apply(tau, mp, name, k, ctx)
                 if sp.paper_writes_back:
-                    tau = (base + 1.0 * tau) - base
+                    m = base + 1.0 * tau
+                    tau = m - base
         taus.append(tau)
+        written.append(m)
+    if consensus is MEAN_WITH_BASE:
+        return torch.stack([base + 1.0 * (base - base), *written]).mean(dim=0)
     if consensus is None:
         merged = taus[0]
         for t in taus[1:]:
@@ -605,6 +622,18 @@ DareLinear = task_arithmetic_method(
     """,
     sparsifiers=(DARE,), params=(P_LAMBDA, _normalize(False), P_RESCALE, P_INT8),
     model_params=(P_WEIGHT, P_DENSITY))
+
+DareAverage = task_arithmetic_method(
+    "dare_average", "DARE", "https://arxiv.org/abs/2311.03099",
+    """DARE on Average merging (the paper's DARE row): each model's task vector is dropped and rescaled,
+    then the base and the models are averaged, ``M = (A + sum_k (A + m_k (B_k - A) / density)) / (n + 1)``.
+
+    One model to merge: ``M = A + m (B - A) / (2 density)``, ``m ~ Bernoulli(density)`` seeded per tensor
+    name: the same tensors as ``dare_linear`` with ``weight: 0.5`` on the fp32 path; under
+    ``paper_bf16_arith`` it is the paper code's ``average_merging`` of System 1 and the masked System 2.
+    density 1 gives the average of the base and the models.
+    """,
+    sparsifiers=(DARE,), consensus=MEAN_WITH_BASE, params=(P_RESCALE, P_INT8), model_params=(P_DENSITY,))
 
 DareTies = task_arithmetic_method(
     "dare_ties", "DARE-TIES", "https://arxiv.org/abs/2311.03099",

@@ -23,6 +23,7 @@ METHODS: tuple[tuple[type[MergeMethod], tuple[str, ...]], ...] = (
     (tv.TaskArithmetic, ("ta",)),
     (tv.Ties, ("ties_merging",)),
     (tv.DareLinear, ("dare_task_arithmetic", "dare_ta")),
+    (tv.DareAverage, ()),
     (tv.DareTies, ()),
     (tv.Slerp, ()),
     (lowrank.LoREMerging, ("lore_merging",)),
