@@ -20,6 +20,7 @@ import json
 import os
 from pathlib import Path
 
+from l2s_lib.files import atomic_write_json
 from l2s_lib.fingerprint import data_fingerprint
 
 
@@ -93,7 +94,7 @@ class GenerationCache:
         """Append one sample and flush it to the operating system at once."""
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.key_path.write_text(json.dumps(self.key, indent=2, sort_keys=True, default=str) + "\n")
+            atomic_write_json(self.key_path, self.key, indent=2, sort_keys=True, default=str)
         self._append(self.path, record)
 
     @staticmethod

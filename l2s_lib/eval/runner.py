@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from l2s_lib import metrics, paths
+from l2s_lib.checkpoints import resolve_model
 from l2s_lib.errors import CheckpointError, ConfigError
 from l2s_lib.eval.benchmarks import Benchmark, get_benchmark, load_benchmark
 from l2s_lib.eval import grading
@@ -69,21 +70,8 @@ def _jsonable(value):
 
 
 def resolve_model_dir(model: str | os.PathLike) -> Path:
-    """A local folder for ``model``: the path itself, or the hub snapshot (downloaded when online)."""
-    p = Path(model)
-    if p.is_dir():
-        return p
-    if p.exists() or str(model).startswith((".", "/")) or str(model).count("/") > 1:
-        raise CheckpointError(f"model {str(model)!r} is neither a model folder nor a hub id (owner/name)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(str(model), allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
-    except Exception as exc:  # offline without a local copy, unknown repo, no access
-        raise CheckpointError(
-            f"model {str(model)!r}: no local folder and the hub snapshot is unavailable ({type(exc).__name__}: "
-            f"{exc}). Download it first or pass a local path."
-        ) from exc
+    """A local folder for ``model``: the path itself, or the hub snapshot (``checkpoints.resolve_model``)."""
+    return resolve_model(model)[0]
 
 
 def _grader_version() -> str:

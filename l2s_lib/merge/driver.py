@@ -44,12 +44,11 @@ from l2s_lib.checkpoints import (
     TOKENIZER_FILES,
     ModelCheckpoint,
     ShardedWriter,
-    git_revision,
-    library_versions,
     open_model,
 )
 from l2s_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from l2s_lib.fingerprint import model_fingerprint
+from l2s_lib.provenance import git_sha, versions
 from l2s_lib.merge.base import MergeContext, MergeMethod
 from l2s_lib.merge.config import MergeConfig, load_config
 
@@ -230,8 +229,8 @@ def merge(
             "inputs": [_describe_input(label, src, cfg) for label, src in inputs],
             "seed": cfg.seed,
             "device": str(dev),
-            "rng": "torch.Generator on the compute device, seeded per tensor from sha256(seed, tensor name, salt); "
-                   "CPU and CUDA streams differ",
+            "rng": "CPU torch.Generator seeded per tensor from sha256(seed, tensor name, salt), draws moved to "
+                   "the compute device: the same on every device",
             "policies": cfg.policies | {"tokenizer_source": cfg.tokenizer_source},
             "compute_dtype": str(ctx.compute_dtype).removeprefix("torch."),
             "decisions": {
@@ -247,8 +246,8 @@ def merge(
                          "stream": round(t_end - t_stream, 3)},
             "config_file": paths.relative_to_root(cfg.source) if cfg.source else None,
             "resolved_config": cfg.to_dict(),
-            "versions": library_versions(),
-            "git": git_revision(),
+            "versions": versions(),
+            "git": git_sha(),
         }
         writer.write_json(PROVENANCE_FILE, provenance)
         return writer.commit()

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from l2s_lib import metrics, paper, paths
+from l2s_lib.files import atomic_write_text
 from l2s_lib.figures import set_style
 from l2s_lib.studies import claims, grid, plots
 from l2s_lib.studies.adaptive_length import model_colors
@@ -234,10 +235,7 @@ def _generate(model_dir: Path, prompts: list[str], max_new_tokens: int, batch_si
     model = train.load_model(model_dir, device=device)
     out = study.generate(model, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress)
     del model
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out))
-    tmp.replace(cache)
+    atomic_write_text(cache, json.dumps(out))
     return out
 
 
