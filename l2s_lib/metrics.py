@@ -7,14 +7,15 @@ Definitions (Wu et al. 2025; checked against the paper's tables in ``tests/test_
 - **length change** ("Avg." column of Tables 1, 3, 4): the mean over benchmarks of the per-benchmark
   relative change of mean length against the System 2 model, ``mean_b(L_method,b / L_S2,b - 1) * 100``
   (not the change of the mean of lengths).
-- **reflective response**: a response that contains at least one reflection keyword. The paper's
-  footnote lists "wait, re-examine, recap, double-check, let me (just) check, let me (just) verify".
-  Two lists are offered: ``"paper"`` (the footnote, matched as whole words, case-insensitive: the
-  default) and ``"paper-code"`` (the list as the paper's code is described to match in this project's
-  DESIGN.md: plain lower-case substrings, without "let me verify"; "wait" then also counts inside
-  "awaiting"). The paper's repository (hahahawu/Long-to-Short-via-Model-Merging) held no evaluation code
-  when this was written, so that list could not be checked against the source. Use the second for
-  replication of the paper's counts, the first for counts that mean what the footnote says.
+- **reflective response**: a response that contains at least one reflection keyword. Two lists:
+  ``"paper-code"``: exactly what the paper's code counts (``src/evaluation/data_process.py`` of
+  hahahawu/Long-to-Short-via-Model-Merging): the seven phrases ``PAPER_CODE_KEYWORDS`` joined into one
+  regular-expression alternation, in that order, found with ``re.findall(pattern, text, re.IGNORECASE)``:
+  case-insensitive substrings, so "wait" also counts inside "awaiting", and "let me verify" (without
+  "just") does not count. Use it to replicate the paper's numbers; the paper-scale parameter files do.
+  ``"paper"`` (the organisms' default): the footnote's list ("wait, re-examine, recap, double-check, let
+  me (just) check, let me (just) verify") matched as *whole words*, case-insensitive: counts that mean
+  what the footnote says. The two differ on substrings ("awaiting") and on "let me verify".
 - **keyword frequency** (Table 3): the mean number of keyword occurrences per *reflective* response.
 - **truncation rate**: percentage of responses stopped by the length cap.
 """
@@ -28,7 +29,7 @@ import numpy as np
 
 from l2s_lib.errors import ConfigError
 
-#: The paper's footnote 3, as regular expressions matched on word boundaries, case-insensitive.
+#: The paper's footnote 3 as whole-word, case-insensitive regular expressions (the ``"paper"`` list).
 PAPER_KEYWORDS: dict[str, str] = {
     "wait": r"wait",
     "re-examine": r"re-examine",
@@ -38,11 +39,14 @@ PAPER_KEYWORDS: dict[str, str] = {
     "let me (just) verify": r"let me (?:just )?verify",
 }
 
-#: The keyword list as the paper's code matches it: lower-cased substrings, no "let me verify".
-PAPER_CODE_KEYWORDS: tuple[str, ...] = ("wait", "re-examine", "recap", "double-check", "let me check",
-                                        "let me just check")
+#: The paper code's keyword list, in its order (the order matters: one alternation, leftmost match wins).
+PAPER_CODE_KEYWORDS: tuple[str, ...] = ("wait", "re-examine", "double-check", "let me check", "recap",
+                                        "let me just verify", "let me just check")
 
 KEYWORD_LISTS = ("paper", "paper-code")
+
+#: The paper code's pattern: ``'|'.join(re.escape(k) for k in keywords)`` used with ``re.IGNORECASE``.
+PAPER_CODE_PATTERN = re.compile("|".join(re.escape(k) for k in PAPER_CODE_KEYWORDS), re.IGNORECASE)
 
 
 def _compile(keywords) -> list[tuple[str, re.Pattern]]:
@@ -50,8 +54,7 @@ def _compile(keywords) -> list[tuple[str, re.Pattern]]:
         if keywords == "paper":
             return [(k, re.compile(rf"\b{p}\b", re.IGNORECASE)) for k, p in PAPER_KEYWORDS.items()]
         if keywords == "paper-code":
-            # Substring semantics: no boundaries, lower-cased text.
-            return [(k, re.compile(re.escape(k))) for k in PAPER_CODE_KEYWORDS]
+            return []  # counted by the single alternation (see ``keyword_counts``)
         raise ConfigError(f"unknown keyword list {keywords!r}; allowed: {', '.join(KEYWORD_LISTS)} "
                           "or a list of phrases")
     phrases = list(keywords)
@@ -71,14 +74,24 @@ def _patterns(keywords):
 
 
 def keyword_counts(text: str, keywords: str | Sequence[str] = "paper") -> dict[str, int]:
-    """Occurrences of each reflection keyword in ``text`` (``keywords``: "paper", "paper-code" or phrases)."""
-    substring = keywords == "paper-code"
-    haystack = text.lower() if substring else text
-    return {k: len(p.findall(haystack)) for k, p in _patterns(keywords)}
+    """Occurrences of each reflection keyword in ``text`` (``keywords``: "paper", "paper-code" or phrases).
+
+    For "paper-code" the counts are those of the paper code's one alternation (non-overlapping,
+    leftmost match first), attributed to the phrase each match spells; they sum to its ``re.findall`` count.
+    """
+    if isinstance(keywords, str) and keywords == "paper-code":
+        counts = dict.fromkeys(PAPER_CODE_KEYWORDS, 0)
+        for m in PAPER_CODE_PATTERN.findall(text):
+            # IGNORECASE also folds a few non-ASCII letters (the long s, the Kelvin sign): find the phrase.
+            k = m.lower() if m.lower() in counts else next(
+                k for k in PAPER_CODE_KEYWORDS if re.fullmatch(re.escape(k), m, re.IGNORECASE))
+            counts[k] += 1
+        return counts
+    return {k: len(p.findall(text)) for k, p in _patterns(keywords)}
 
 
 def count_keywords(text: str, keywords: str | Sequence[str] = "paper") -> int:
-    """Total reflection-keyword occurrences in ``text``."""
+    """Total reflection-keyword occurrences in ``text`` ("paper-code": ``len(re.findall(...))`` as the paper)."""
     return sum(keyword_counts(text, keywords).values())
 
 
