@@ -78,29 +78,54 @@ class Benchmark:
     max_new_tokens: int | None = None  # default generation budget (else the evaluation's default)
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, nested braces kept; None if none.
-
-    ``\\boxed 5`` (no braces) gives the token that follows, as LaTeX reads it.
-    """
-    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)\s*", text)]
-    for m in reversed(starts):
+def _boxes(text: str) -> list[tuple[int, str | None]]:
+    """Every ``\\boxed``/``\\fbox`` in ``text``: (position, content), content None when its braces never close."""
+    out = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*", text):
         i = m.end()
         if i < len(text) and text[i] == "{":
-            depth, j = 0, i
+            depth, j, content = 0, i, None
             while j < len(text):
                 if text[j] == "{":
                     depth += 1
                 elif text[j] == "}":
                     depth -= 1
                     if depth == 0:
-                        return text[i + 1 : j]
+                        content = text[i + 1 : j]
+                        break
                 j += 1
-            continue  # unbalanced braces (a truncated answer): look at an earlier box
+            out.append((m.start(), content))
+            continue
         token = re.match(r"[^\s$]+", text[i:])
-        if token:
-            return token.group(0)
-    return None
+        out.append((m.start(), token.group(0) if token else None))
+    return out
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, nested braces kept.
+
+    ``\\boxed 5`` (no braces) gives the token that follows, as LaTeX reads it. A box whose braces never
+    close (a truncated answer) is skipped for the one before it; None if there is no complete box.
+    """
+    complete = [c for _, c in _boxes(text) if c is not None]
+    return complete[-1] if complete else None
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Contents of every complete box in ``text``, in order (see ``last_boxed``)."""
+    return [c for _, c in _boxes(text) if c is not None]
+
+
+_YES_NO = {"yes": " (Yes or No)", "no": " (Yes or No)", "true": " (True or False)", "false": " (True or False)"}
+
+
+def question_suffix(reference: str) -> str:
+    """What the toolkit's ``parse_question`` appends to a question whose reference is Yes/No or True/False.
+
+    The toolkit compares its ``strip_string``-ed reference: so "Yes." and ``\\text{No}`` count too.
+    """
+    r = re.sub(r"^\\text\{(.*)\}$", r"\1", str(reference).replace("$", "").strip().rstrip(".").strip())
+    return _YES_NO.get(r.strip().lower(), "")
 
 
 def _gsm8k_answer(row: Mapping[str, Any]) -> str:
@@ -308,7 +333,9 @@ def parse_rows(rows: Iterable[Mapping[str, Any]], layout: str, source: str = "ro
         if idx in seen:
             raise BenchmarkError(f"{source}: duplicate problem id {idx!r} (row {i})")
         seen.add(idx)
-        problems.append(Problem(idx=idx, question=lay.question(row).strip(), answer=answer, level=lay.level(row)))
+        # The toolkit's parse_question: " (Yes or No)" / " (True or False)" after such questions (College Math).
+        question = (lay.question(row).strip() + question_suffix(answer)).strip()
+        problems.append(Problem(idx=idx, question=question, answer=answer, level=lay.level(row)))
     return problems
 
 
