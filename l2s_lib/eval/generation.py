@@ -93,10 +93,15 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
 
 
 def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
-    """The union of the tokenizer's EOS id and the generation config's EOS ids (Qwen lists two)."""
+    """The union of the tokenizer's EOS id, the generation config's EOS ids (a merge lists both inputs')
+    and the special token that closes a turn in the chat template (``<|im_end|>``: the toolkit stops on it
+    for Qwen models, whose base configs list only ``<|endoftext|>``)."""
+    from l2s_lib.tokenization import chat_end_of_turn_ids
+
     ids: list[int] = []
     for source in (getattr(tokenizer, "eos_token_id", None),
-                   getattr(generation_config, "eos_token_id", None) if generation_config is not None else None):
+                   getattr(generation_config, "eos_token_id", None) if generation_config is not None else None,
+                   chat_end_of_turn_ids(tokenizer)):
         if source is None:
             continue
         for i in source if isinstance(source, (list, tuple)) else [source]:
