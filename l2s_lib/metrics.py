@@ -3,7 +3,14 @@
 Definitions (Wu et al. 2025; checked against the paper's tables in ``tests/test_metrics.py``):
 
 - **accuracy**: percentage of correct responses.
-- **mean length**: mean response length in tokens.
+- **mean length**: mean response length in tokens, under one of the counts ``LENGTH_COUNTS``:
+  ``"paper"`` is the paper code's ``len(tokenizer(text)["input_ids"])`` on the stripped response with the
+  evaluated model's tokenizer and its default special tokens (``paper_length``; R1-Distill's tokenizer adds
+  its BOS, Qwen2.5-Math's adds nothing); ``"generated"`` the tokens the model generated (end-of-turn token
+  excluded); ``"retok"`` the response re-encoded without special tokens.
+- **accuracy with truncated responses counted wrong** (``accuracy_truncated_wrong``): a response cut by
+  the length cap may still end in a number that equals the reference and be graded right (by this
+  harness and the toolkit alike); this column counts every such response as wrong.
 - **length change** ("Avg." column of Tables 1, 3, 4): the mean over benchmarks of the per-benchmark
   relative change of mean length against the System 2 model, ``mean_b(L_method,b / L_S2,b - 1) * 100``
   (not the change of the mean of lengths).
@@ -142,17 +149,47 @@ def length_change(method_lengths: Mapping[str, float], system2_lengths: Mapping[
     return float(np.mean(ratios) * 100)
 
 
+#: Length counts by name -> the per-sample record column that holds it (see the module docstring).
+LENGTH_COUNTS = {"generated": "n_tokens", "paper": "n_tokens_paper", "retok": "n_tokens_retok"}
+
+
+def paper_length(text: str, tokenizer) -> int:
+    """The paper code's length of a response: ``len(tokenizer(text.strip())["input_ids"])``.
+
+    The evaluated model's tokenizer with its default special tokens (``data_process.py`` of the paper's
+    repository counts the toolkit's ``code`` field, the response stripped of surrounding space).
+    """
+    return len(tokenizer(text.strip())["input_ids"])
+
+
+def length_column(length: str) -> str:
+    """The record column of a length count (a name of ``LENGTH_COUNTS``, or a column name itself)."""
+    if length in LENGTH_COUNTS:
+        return LENGTH_COUNTS[length]
+    if length in LENGTH_COUNTS.values():
+        return length
+    raise ConfigError(f"unknown length count {length!r}; allowed: {', '.join(LENGTH_COUNTS)}")
+
+
+def accuracy_truncated_wrong(correct: Iterable[bool], finish_reasons: Iterable[str]) -> float:
+    """Percentage correct when every response stopped by the length cap counts as wrong."""
+    return accuracy(bool(c) and r != "length" for c, r in zip(correct, finish_reasons, strict=True))
+
+
 SUMMARY_COLUMNS = ["model", "benchmark", "level", "n", "accuracy", "mean_tokens", "reflective_pct",
-                   "keyword_freq", "truncated_pct"]
+                   "keyword_freq", "truncated_pct", "accuracy_truncated_wrong", "length_count", "keywords"]
 
 
-def summarize(records, keywords: str | Sequence[str] = "paper", length: str = "n_tokens"):
+def summarize(records, keywords: str | Sequence[str] | Mapping[str, str | Sequence[str]] = "paper",
+              length: str | Mapping[str, str] = "generated"):
     """The summary table of per-sample records: one row per (model, benchmark, level) plus ``level="all"``.
 
     ``records``: a DataFrame (or list of dicts) with columns ``model, benchmark, level, correct,
-    response, finish_reason`` and the ``length`` column (``n_tokens``, or ``n_tokens_retok`` for the
-    paper's re-tokenised count). Levels are written as strings (``"1"`` ... and ``"all"``) so the column
-    has one type; benchmarks without levels only get the ``"all"`` row. Accuracy and percentages in 0-100.
+    response, finish_reason`` and the column of the ``length`` count (a name of ``LENGTH_COUNTS``).
+    ``keywords`` and ``length`` may be mappings benchmark -> value (an evaluation's per-benchmark
+    defaults); the row says which it used (``keywords``, ``length_count``). Levels are written as strings
+    (``"1"`` ... and ``"all"``) so the column has one type; benchmarks without levels only get the
+    ``"all"`` row. Accuracy and percentages in 0-100.
     """
     import pandas as pd
 
@@ -161,17 +198,24 @@ def summarize(records, keywords: str | Sequence[str] = "paper", length: str = "n
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     rows = []
 
+    def pick(value, bench):
+        return value[bench] if isinstance(value, Mapping) else value
+
     def row(model, bench, level, part):
+        kw, count = pick(keywords, bench), pick(length, bench)
         return {
             "model": model,
             "benchmark": bench,
             "level": level,
             "n": len(part),
             "accuracy": accuracy(part["correct"]),
-            "mean_tokens": mean_length(part[length]),
-            "reflective_pct": reflective_pct(part["response"], keywords),
-            "keyword_freq": keyword_freq(part["response"], keywords),
+            "mean_tokens": mean_length(part[length_column(count)]),
+            "reflective_pct": reflective_pct(part["response"], kw),
+            "keyword_freq": keyword_freq(part["response"], kw),
             "truncated_pct": truncation_rate(part["finish_reason"]),
+            "accuracy_truncated_wrong": accuracy_truncated_wrong(part["correct"], part["finish_reason"]),
+            "length_count": count,
+            "keywords": kw if isinstance(kw, str) else ",".join(kw),
         }
 
     for (model, bench), part in df.groupby(["model", "benchmark"], sort=False):

@@ -9,8 +9,9 @@ What is counted (the same for both backends):
   that stopped it (EOS is a control token, not part of the answer; vLLM's ``token_ids`` include it and
   are trimmed to match). When generation stops on a stop string, its tokens are counted. A response cut
   by the length cap has ``n_tokens == max_new_tokens``.
-- ``n_tokens_retok``: the paper's count: the decoded text (special tokens skipped) encoded again with the
-  same tokenizer, without special tokens. It differs from ``n_tokens`` where BPE merges differ.
+- ``n_tokens_retok``: the decoded text (special tokens skipped) encoded again with the same tokenizer,
+  without special tokens. It differs from ``n_tokens`` where BPE merges differ. (The paper's own count,
+  default special tokens on the stripped text, is ``metrics.paper_length``, the records' ``n_tokens_paper``.)
 - ``finish_reason``: ``"eos"`` (an EOS id of the tokenizer or of the generation config), ``"stop"`` (a
   stop string of the prompt; the text is cut before it) or ``"length"`` (the ``max_new_tokens`` cap).
 
