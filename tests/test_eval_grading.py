@@ -156,3 +156,7 @@ def test_extraction_follows_the_toolkit_where_it_is_right():
     assert grade(r"first $\boxed{3}$, then $\boxed{5}$", "3, 5") == ("3, 5", True)
     assert grade(r"first $\boxed{3}$, then $\boxed{5}$", "5")[1] is True
     assert grade(r"only $\boxed{5}$", "3, 5")[1] is False
+
+
+def test_number_word_references():
+    assert math_equal("4", "four") and math_equal(r"\text{four}", "4") and not math_equal("5", "four")

@@ -313,11 +313,11 @@ def math_equal(answer: str, reference: str) -> bool:
     if ref_choices is not None and (len(ref_choices) > 1 or reference.startswith(("(", "\\text"))):
         return _choice_letters(answer) == ref_choices
     ref_text = _unwrap_text(reference)
-    if _is_word_answer(ref_text):
-        return _text_form(answer) == _text_form(ref_text)
     words = words_to_number(ref_text)
     if words is not None:
         reference = str(words)
+    elif _is_word_answer(ref_text):
+        return _text_form(answer) == _text_form(ref_text)
     # Wrapping in $...$ tells math-verify's LaTeX extractor that the whole string is the expression.
     gold = _parse(f"${reference}$", parse_timeout) or _parse(reference, parse_timeout)
     pred = _parse(f"${answer}$", parse_timeout) or _parse(answer, parse_timeout)
