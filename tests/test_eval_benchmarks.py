@@ -165,3 +165,19 @@ def test_a_file_two_layouts_read_differently_keeps_the_error(tmp_path):
     unknown.write_text(json.dumps({"prompt": "x", "target": "1"}) + "\n")
     with pytest.raises(ConfigError, match="layouts that read it: none"):
         bm.infer_layout(unknown)
+
+
+def test_yes_no_questions_get_the_toolkits_suffix():
+    rows = [{"question": "Is the set closed?", "answer": "Yes."}, {"question": "Is it open?", "answer": "$No$"},
+            {"question": "True or not: 1 < 2.", "answer": "True"}, {"question": "What is 2+2?", "answer": "4"},
+            {"question": "Name the test.", "answer": "Nope"}]
+    qs = [p.question for p in bm.parse_rows(rows, "college_math")]
+    assert qs == ["Is the set closed? (Yes or No)", "Is it open? (Yes or No)", "True or not: 1 < 2. (True or False)",
+                  "What is 2+2?", "Name the test."]
+    assert bm.question_suffix(r"\text{no}") == " (Yes or No)"
+
+
+def test_boxed_contents_skip_cut_off_boxes():
+    text = r"\boxed{1} and \boxed{\frac{2}{3}} then \boxed 4 and \boxed{5"
+    assert bm.boxed_contents(text) == ["1", r"\frac{2}{3}", "4"]
+    assert bm.last_boxed(text) == "4"

@@ -76,31 +76,58 @@ class Benchmark:
     hub: Mapping[str, Any] | None = field(default=None, hash=False)
     prompt: str | None = None  # default prompt template (else the evaluation's default)
     max_new_tokens: int | None = None  # default generation budget (else the evaluation's default)
+    keywords: str | None = None  # default reflection keyword list of its summary (else "paper")
+    length: str | None = None  # default length count of its summary (else "generated")
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, nested braces kept; None if none.
-
-    ``\\boxed 5`` (no braces) gives the token that follows, as LaTeX reads it.
-    """
-    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)\s*", text)]
-    for m in reversed(starts):
+def _boxes(text: str) -> list[tuple[int, str | None]]:
+    """Every ``\\boxed``/``\\fbox`` in ``text``: (position, content), content None when its braces never close."""
+    out = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*", text):
         i = m.end()
         if i < len(text) and text[i] == "{":
-            depth, j = 0, i
+            depth, j, content = 0, i, None
             while j < len(text):
                 if text[j] == "{":
                     depth += 1
                 elif text[j] == "}":
                     depth -= 1
                     if depth == 0:
-                        return text[i + 1 : j]
+                        content = text[i + 1 : j]
+                        break
                 j += 1
-            continue  # unbalanced braces (a truncated answer): look at an earlier box
+            out.append((m.start(), content))
+            continue
         token = re.match(r"[^\s$]+", text[i:])
-        if token:
-            return token.group(0)
-    return None
+        out.append((m.start(), token.group(0) if token else None))
+    return out
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, nested braces kept.
+
+    ``\\boxed 5`` (no braces) gives the token that follows, as LaTeX reads it. A box whose braces never
+    close (a truncated answer) is skipped for the one before it; None if there is no complete box.
+    """
+    complete = [c for _, c in _boxes(text) if c is not None]
+    return complete[-1] if complete else None
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Contents of every complete box in ``text``, in order (see ``last_boxed``)."""
+    return [c for _, c in _boxes(text) if c is not None]
+
+
+_YES_NO = {"yes": " (Yes or No)", "no": " (Yes or No)", "true": " (True or False)", "false": " (True or False)"}
+
+
+def question_suffix(reference: str) -> str:
+    """What the toolkit's ``parse_question`` appends to a question whose reference is Yes/No or True/False.
+
+    The toolkit compares its ``strip_string``-ed reference: so "Yes." and ``\\text{No}`` count too.
+    """
+    r = re.sub(r"^\\text\{(.*)\}$", r"\1", str(reference).replace("$", "").strip().rstrip(".").strip())
+    return _YES_NO.get(r.strip().lower(), "")
 
 
 def _gsm8k_answer(row: Mapping[str, Any]) -> str:
@@ -163,6 +190,8 @@ def register_benchmark(
     hub: Mapping[str, Any] | None = None,
     prompt: str | None = None,
     max_new_tokens: int | None = None,
+    keywords: str | None = None,
+    length: str | None = None,
 ) -> Benchmark:
     """Register (or replace) a benchmark.
 
@@ -171,7 +200,9 @@ def register_benchmark(
     difficulty levels when the benchmark has them (stored sorted). ``hub``: keyword arguments of
     ``datasets.load_dataset`` (``path``, optional ``name``, ``split``) used when the file is absent and
     the hub is reachable. ``prompt`` / ``max_new_tokens``: this benchmark's decoding defaults, used when
-    an evaluation does not set them.
+    an evaluation does not set them; ``keywords`` / ``length``: the reflection keyword list and the length
+    count of its summary (``metrics.KEYWORD_LISTS``, ``metrics.LENGTH_COUNTS``) when an evaluation does not
+    set them.
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r} for benchmark {name!r}; allowed: {', '.join(LAYOUTS)}")
@@ -190,6 +221,8 @@ def register_benchmark(
         hub=dict(hub) if hub else None,
         prompt=prompt,
         max_new_tokens=max_new_tokens,
+        keywords=keywords,
+        length=length,
     )
     _REGISTRY[name] = bench
     return bench
@@ -265,7 +298,8 @@ def benchmark_from_file(path: str | os.PathLike, like: str) -> Benchmark:
             ) from None
         return Benchmark(name=name, display_name=name, path=p, layout=like, grader="math")
     return Benchmark(name=name, display_name=name, path=p, layout=base.layout, grader=base.grader,
-                     levels=base.levels, prompt=base.prompt, max_new_tokens=base.max_new_tokens)
+                     levels=base.levels, prompt=base.prompt, max_new_tokens=base.max_new_tokens,
+                     keywords=base.keywords, length=base.length)
 
 
 def infer_layout(path: str | os.PathLike) -> str:
@@ -339,7 +373,9 @@ def parse_rows(rows: Iterable[Mapping[str, Any]], layout: str, source: str = "ro
         if idx in seen:
             raise BenchmarkError(f"{source}: duplicate problem id {idx!r} (row {i})")
         seen.add(idx)
-        problems.append(Problem(idx=idx, question=lay.question(row).strip(), answer=answer, level=lay.level(row)))
+        # The toolkit's parse_question: " (Yes or No)" / " (True or False)" after such questions (College Math).
+        question = (lay.question(row).strip() + question_suffix(answer)).strip()
+        problems.append(Problem(idx=idx, question=question, answer=answer, level=lay.level(row)))
     return problems
 
 
@@ -405,22 +441,23 @@ def _hub_rows(bench: Benchmark) -> list[dict]:
 
 def _register_builtin() -> None:
     root = paths.BENCHMARKS
+    # The paper's statistics (its data_process.py): its keyword regex and its re-tokenised length.
+    paper = {"grader": "math", "keywords": "paper-code", "length": "paper"}
     register_benchmark("gsm8k", display_name="GSM8K", path=root / "gsm8k" / "test.jsonl", layout="gsm8k",
-                       grader="math", hub={"path": "openai/gsm8k", "name": "main", "split": "test"})
+                       hub={"path": "openai/gsm8k", "name": "main", "split": "test"}, **paper)
     register_benchmark("math500", display_name="MATH500", path=root / "math500" / "test.jsonl", layout="math500",
-                       grader="math", levels=(1, 2, 3, 4, 5),
-                       hub={"path": "HuggingFaceH4/MATH-500", "split": "test"})
+                       levels=(1, 2, 3, 4, 5), hub={"path": "HuggingFaceH4/MATH-500", "split": "test"}, **paper)
     # Minerva Math and College Math are read from the toolkit's files only: their hub copies have
     # other field layouts.
     register_benchmark("minerva_math", display_name="Minerva Math", path=root / "minerva_math" / "test.jsonl",
-                       layout="minerva_math", grader="math")
+                       layout="minerva_math", **paper)
     register_benchmark("olympiadbench", display_name="OlympiadBench", path=root / "olympiadbench" / "test.jsonl",
-                       layout="olympiadbench", grader="math",
-                       hub={"path": "Hothan/OlympiadBench", "name": "OE_TO_maths_en_COMP", "split": "train"})
+                       layout="olympiadbench",
+                       hub={"path": "Hothan/OlympiadBench", "name": "OE_TO_maths_en_COMP", "split": "train"}, **paper)
     register_benchmark("college_math", display_name="College Math", path=root / "college_math" / "test.jsonl",
-                       layout="college_math", grader="math")
+                       layout="college_math", **paper)
     register_benchmark("aime24", display_name="AIME24", path=root / "aime24" / "test.jsonl", layout="aime24",
-                       grader="math", hub={"path": "HuggingFaceH4/aime_2024", "split": "train"})
+                       hub={"path": "HuggingFaceH4/aime_2024", "split": "train"}, **paper)
 
 
 _register_builtin()
