@@ -25,6 +25,21 @@ Definitions (Wu et al. 2025; checked against the paper's tables in ``tests/test_
   what the footnote says. The two differ on substrings ("awaiting") and on "let me verify".
 - **keyword frequency** (Table 3): the mean number of keyword occurrences per *reflective* response.
 - **truncation rate**: percentage of responses stopped by the length cap.
+
+Sampled evaluation (``n`` answers per question; greedy is ``n = 1``), columns added after the paper's:
+
+- **avg@n** is ``accuracy``: the mean over all answers, i.e. the mean over questions of each question's
+  accuracy over its ``n`` samples (every question has the same ``n``). ``accuracy_ci_low``/``_high``: its 95%
+  percentile-bootstrap interval over questions (``stats.bootstrap_ci`` on the per-question accuracies: the
+  questions are the sample; the ``n`` answers of a question stay together).
+- **pass@k** (``pass@1``, ``pass@2``, ``pass@4``, ... and ``pass@n``): the mean over questions of the unbiased
+  estimator ``1 - C(n - c, k) / C(n, k)`` (``stats.pass_at_k``); ``pass@1`` equals avg@n.
+- **per-question spread**: ``question_sd``, the standard deviation over questions of the per-question
+  accuracy (points; for greedy decoding the spread of 0/1), and ``mixed_pct``, the percentage of questions
+  answered both right and wrong among their samples (0 for greedy decoding).
+- **thinking**: ``thinking_pct``, the percentage of responses with a non-empty thinking block
+  (``thinking_block``), and ``no_think_honoured_pct``, among responses to a no-think request
+  (``enable_thinking=False``), the percentage without one (NaN where nothing was asked without thinking).
 """
 
 from __future__ import annotations
@@ -176,8 +191,80 @@ def accuracy_truncated_wrong(correct: Iterable[bool], finish_reasons: Iterable[s
     return accuracy(bool(c) and r != "length" for c, r in zip(correct, finish_reasons, strict=True))
 
 
-SUMMARY_COLUMNS = ["model", "benchmark", "level", "n", "accuracy", "mean_tokens", "reflective_pct",
-                   "keyword_freq", "truncated_pct", "accuracy_truncated_wrong", "length_count", "keywords"]
+#: The paper's columns (``PAPER_SUMMARY_COLUMNS``), then those of sampled evaluation and thinking modes; a
+#: summary ends with ``pass@k`` columns for k = 1, 2, 4, ... up to the samples per question (``pass_ks``).
+PAPER_SUMMARY_COLUMNS = ["model", "benchmark", "level", "n", "accuracy", "mean_tokens", "reflective_pct",
+                         "keyword_freq", "truncated_pct", "accuracy_truncated_wrong", "length_count", "keywords"]
+SUMMARY_COLUMNS = PAPER_SUMMARY_COLUMNS + ["n_questions", "n_samples", "accuracy_ci_low", "accuracy_ci_high",
+                                           "question_sd", "mixed_pct", "thinking_pct", "no_think_honoured_pct"]
+
+THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
+
+
+def thinking_block(text: str) -> str | None:
+    """The thinking block of a response (Qwen3 / R1 style), None when it has none.
+
+    The text before the first ``</think>`` (without a leading ``<think>``: R1-style templates open it in
+    the prompt, so the response may carry only the closing tag); for a response that opens ``<think>`` and
+    never closes it (cut by the budget), everything after ``<think>``. A response with neither tag has no block.
+    """
+    if THINK_CLOSE in text:
+        block = text.split(THINK_CLOSE, 1)[0]
+        return block.split(THINK_OPEN, 1)[1] if THINK_OPEN in block else block
+    if THINK_OPEN in text:
+        return text.split(THINK_OPEN, 1)[1]
+    return None
+
+
+def thinks(text: str) -> bool:
+    """Whether a response has a non-empty thinking block (an empty ``<think>\n\n</think>`` honours no-think)."""
+    block = thinking_block(text)
+    return block is not None and block.strip() != ""
+
+
+def pass_ks(n: int) -> list[int]:
+    """The k of a summary's ``pass@k`` columns for ``n`` samples per question: 1, 2, 4, ... below n, and n."""
+    if n < 1:
+        raise ValueError(f"pass@k needs at least one sample per question, got n={n}")
+    ks, k = [], 1
+    while k < n:
+        ks.append(k)
+        k *= 2
+    return ks + [n]
+
+
+def per_question(part) -> "pd.DataFrame":  # noqa: F821
+    """Samples and correct answers per question of one benchmark's records (``idx``; one row = one question
+    where the records have no ``idx``)."""
+    import pandas as pd
+
+    keys = part["idx"].astype(str) if "idx" in part else pd.Series(range(len(part)), index=part.index).astype(str)
+    grouped = part["correct"].astype(bool).groupby(keys, sort=False)
+    return pd.DataFrame({"n": grouped.size(), "c": grouped.sum().astype(int)})
+
+
+def sampled_stats(part) -> dict:
+    """The sampled-evaluation columns of one summary row (see the module docstring), pass@k included."""
+    from l2s_lib import stats
+
+    q = per_question(part)
+    acc = (q["c"] / q["n"]).to_numpy(dtype=float) * 100
+    est = stats.bootstrap_ci(acc)
+    n_min = int(q["n"].min())
+    out = {"n_questions": len(q), "n_samples": n_min, "accuracy_ci_low": est.ci_low, "accuracy_ci_high": est.ci_high,
+           "question_sd": float(np.std(acc)) if len(acc) else float("nan"),
+           "mixed_pct": accuracy((q["c"] > 0) & (q["c"] < q["n"]))}
+    responses = part["response"]
+    out["thinking_pct"] = accuracy(thinks(t) for t in responses)
+    if "thinking" in part:
+        asked_off = (part["thinking"] == "off").to_numpy()
+        out["no_think_honoured_pct"] = accuracy(not thinks(t) for t, off in zip(responses, asked_off) if off) \
+            if asked_off.any() else float("nan")
+    else:
+        out["no_think_honoured_pct"] = float("nan")
+    for k in pass_ks(n_min):
+        out[f"pass@{k}"] = float(np.mean([stats.pass_at_k(int(n), int(c), k) for n, c in zip(q["n"], q["c"])]) * 100)
+    return out
 
 
 def summarize(records, keywords: str | Sequence[str] | Mapping[str, str | Sequence[str]] = "paper",
@@ -187,7 +274,9 @@ def summarize(records, keywords: str | Sequence[str] | Mapping[str, str | Sequen
     ``records``: a DataFrame (or list of dicts) with columns ``model, benchmark, level, correct,
     response, finish_reason`` and the column of the ``length`` count (a name of ``LENGTH_COUNTS``).
     ``keywords`` and ``length`` may be mappings benchmark -> value (an evaluation's per-benchmark
-    defaults); the row says which it used (``keywords``, ``length_count``). Levels are written as strings
+    defaults); the row says which it used (``keywords``, ``length_count``). Records with ``idx`` (the question)
+    and several rows per question are sampled answers: the columns after the paper's are computed over
+    questions (see the module docstring), ``n`` counts answers. Levels are written as strings
     (``"1"`` ... and ``"all"``) so the column has one type; benchmarks without levels only get the
     ``"all"`` row. Accuracy and percentages in 0-100.
     """
@@ -195,7 +284,7 @@ def summarize(records, keywords: str | Sequence[str] | Mapping[str, str | Sequen
 
     df = records if isinstance(records, pd.DataFrame) else pd.DataFrame(list(records))
     if df.empty:
-        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+        return pd.DataFrame(columns=SUMMARY_COLUMNS + ["pass@1"])
     rows = []
 
     def pick(value, bench):
@@ -216,6 +305,7 @@ def summarize(records, keywords: str | Sequence[str] | Mapping[str, str | Sequen
             "accuracy_truncated_wrong": accuracy_truncated_wrong(part["correct"], part["finish_reason"]),
             "length_count": count,
             "keywords": kw if isinstance(kw, str) else ",".join(kw),
+            **sampled_stats(part),
         }
 
     for (model, bench), part in df.groupby(["model", "benchmark"], sort=False):
@@ -224,7 +314,8 @@ def summarize(records, keywords: str | Sequence[str] | Mapping[str, str | Sequen
             for level in sorted(levels.dropna().unique(), key=_level_key):
                 rows.append(row(model, bench, _level_str(level), part[levels == level]))
         rows.append(row(model, bench, "all", part))
-    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
+    passes = sorted({c for r in rows for c in r if c.startswith("pass@")}, key=lambda c: int(c[5:]))
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS + passes)
 
 
 def _level_str(level) -> str:

@@ -9,7 +9,18 @@ import pytest
 import torch
 
 from l2s_lib.errors import ConfigError
-from l2s_lib.eval.generation import DecodingParams, HFBackend, eos_token_ids, finish, make_backend, resolve_dtype
+from l2s_lib.eval.generation import (
+    SEEDING_RULE,
+    DecodingParams,
+    HFBackend,
+    RowSampler,
+    VLLMBackend,
+    eos_token_ids,
+    finish,
+    make_backend,
+    resolve_dtype,
+    sample_seed,
+)
 from l2s_lib.eval.prompts import build_prompt
 
 QUESTIONS = [
@@ -96,6 +107,106 @@ def test_sampling_is_seeded(model_dir, unbatched):
     a = dict(backend.generate(prompts, params, progress=False))
     b = dict(backend.generate(prompts, params, progress=False))
     assert a == b
+
+
+def test_sampled_answer_depends_on_its_seed_only(model_dir, unbatched):
+    """Per-row seeding: an answer is the same alone or in any batch, and different seeds give other answers."""
+    _, prompts, greedy = unbatched
+    params = DecodingParams(max_new_tokens=16, temperature=1.0, top_p=0.95, top_k=20, seed=3)
+    # Each prompt twice with different seeds, as an evaluation with two samples per question does.
+    doubled = [p for p in prompts for _ in range(2)]
+    seeds = [sample_seed(3, q, s) for q in range(len(prompts)) for s in range(2)]
+    batched = dict(HFBackend(model_dir, batch_size=4).generate(doubled, params, progress=False, seeds=seeds))
+    alone = {j: dict(HFBackend(model_dir, batch_size=1).generate([doubled[j]], params, progress=False,
+                                                                 seeds=[seeds[j]]))[0] for j in (0, 5, 9)}
+    for j, g in alone.items():
+        assert batched[j] == g
+    assert sum(batched[2 * q].text != batched[2 * q + 1].text for q in range(len(prompts))) >= 3
+    assert sum(batched[2 * q].text != greedy[q].text for q in range(len(prompts))) >= 3
+
+
+def test_row_sampler_keeps_top_k_and_follows_the_distribution():
+    """The sampler draws within the top-k tokens, and its frequencies follow the warped softmax."""
+    import math
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]]))
+    params = DecodingParams(max_new_tokens=1, temperature=1.0, top_k=2)
+    counts = torch.zeros(4)
+    for s in range(2000):
+        out = RowSampler(params, [s], "cpu")(None, logits.clone())
+        assert torch.isfinite(out).sum() == 1
+        counts[out.argmax()] += 1
+    assert counts[2:].sum() == 0  # outside the top 2
+    # 0.5 / 0.8 = 0.625 of the draws: within 4 standard errors of 2000 Bernoulli draws.
+    assert abs(counts[0] / 2000 - 0.625) < 4 * math.sqrt(0.625 * 0.375 / 2000)
+    with pytest.raises(ConfigError, match="greedy"):
+        RowSampler(DecodingParams(max_new_tokens=1), [0], "cpu")
+
+
+def test_sample_seeds_and_cache_keys():
+    assert sample_seed(0, "q1", 0) == sample_seed(0, "q1", 0) < 2**63
+    assert len({sample_seed(seed, q, s) for seed in (0, 1) for q in ("1", "2", 1) for s in range(4)}) == 2 * 2 * 4
+    greedy = DecodingParams(max_new_tokens=8)
+    # A greedy key is the one written before top_k existed; a sampled one names top_k and the seeding rule.
+    assert greedy.as_dict() == {"max_new_tokens": 8, "temperature": 0.0, "top_p": 1.0, "seed": 0, "stop": ()}
+    sampled = DecodingParams(max_new_tokens=8, temperature=0.6, top_p=0.95, top_k=20).as_dict()
+    assert sampled["top_k"] == 20 and sampled["seeding"] == SEEDING_RULE
+    with pytest.raises(ConfigError, match="top_k"):
+        DecodingParams(max_new_tokens=8, top_k=-1)
+    with pytest.raises(ConfigError, match="sample index"):
+        sample_seed(0, "q", -1)
+
+
+def test_vllm_request_construction_with_a_fake_engine(model_dir, monkeypatch):
+    """The vLLM path against vLLM's API (SamplingParams keywords, LLM.generate with one params object per
+    request), with a fake module: greedy is one shared object, sampling one n=1 request per answer and seed."""
+    import sys
+    import types
+
+    calls = []
+
+    class SamplingParams:
+        FIELDS = {"n", "temperature", "top_p", "top_k", "seed", "max_tokens", "stop", "stop_token_ids",
+                  "skip_special_tokens"}
+
+        def __init__(self, **kw):
+            assert set(kw) <= self.FIELDS, set(kw) - self.FIELDS
+            self.__dict__.update(kw)
+
+    class LLM:
+        def __init__(self, **kw):
+            self.kw = kw
+
+        def generate(self, requests, sampling, use_tqdm=True):
+            calls.append((requests, sampling))
+            per = sampling if isinstance(sampling, list) else [sampling] * len(requests)
+            assert len(per) == len(requests)
+            eos = per[0].stop_token_ids[0]
+            out = []
+            for r, sp in zip(requests, per):
+                ids = [10 + (sp.seed or 0) % 50, 11, eos]
+                o = types.SimpleNamespace(token_ids=ids, text=f"seed {sp.seed}", finish_reason="stop", stop_reason=None)
+                out.append(types.SimpleNamespace(outputs=[o]))
+            return out
+
+    monkeypatch.setitem(sys.modules, "vllm", types.SimpleNamespace(LLM=LLM, SamplingParams=SamplingParams))
+    backend = VLLMBackend(model_dir, chunk_size=3)
+    prompts = [f"prompt {i}" for i in range(4)]
+    seeds = [sample_seed(0, i // 2, i % 2) for i in range(4)]
+    params = DecodingParams(max_new_tokens=7, temperature=0.6, top_p=0.95, top_k=20)
+    out = dict(backend.generate(prompts, params, progress=False, seeds=seeds))
+    assert [len(r) for r, _ in calls] == [3, 1]  # chunks of 3 prompts
+    sent = [sp for _, chunk in calls for sp in chunk]
+    assert [sp.seed for sp in sent] == seeds
+    assert all((sp.n, sp.temperature, sp.top_p, sp.top_k, sp.max_tokens) == (1, 0.6, 0.95, 20, 7) for sp in sent)
+    assert calls[0][0][0] == {"prompt_token_ids": backend.tokenizer("prompt 0")["input_ids"]}
+    assert out[1].text == f"seed {seeds[1]}" and out[1].n_tokens == 2 and out[1].finish_reason == "eos"
+    calls.clear()
+    dict(backend.generate(prompts, DecodingParams(max_new_tokens=7), progress=False))
+    greedy = calls[0][1]
+    assert not isinstance(greedy, list) and (greedy.temperature, greedy.top_k, greedy.n) == (0.0, -1, 1)
+    no_limit = VLLMBackend.sampling_params(SamplingParams, DecodingParams(max_new_tokens=7, temperature=1.0), [5], [0])
+    assert no_limit[0].top_k == -1 and no_limit[0].seed == 5
 
 
 def test_finish_counts_exclude_eos_and_padding(unbatched):

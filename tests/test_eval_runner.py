@@ -44,11 +44,13 @@ class InterruptingBackend(HFBackend):
     def __init__(self, model, k, **kw):
         super().__init__(model, **kw)
         self.k = k
+        self.generated = 0  # answers yielded, over all calls
 
-    def generate(self, prompts, params, progress=True, desc="generate"):
-        for n, item in enumerate(super().generate(prompts, params, progress, desc)):
+    def generate(self, prompts, params, progress=True, desc="generate", seeds=None):
+        for n, item in enumerate(super().generate(prompts, params, progress, desc, seeds=seeds)):
             if n == self.k:
                 raise Interrupted
+            self.generated += 1
             yield item
 
 
@@ -72,7 +74,7 @@ def test_records_and_summary(model_dir, benches, tmp_path):
     assert (rec["n_tokens"] <= BUDGET).all() and set(rec["finish_reason"]) <= {"eos", "length", "stop"}
     assert (rec["truncated"] == (rec["finish_reason"] == "length")).all()
     s = res.summary
-    assert list(s.columns) == metrics.SUMMARY_COLUMNS
+    assert list(s.columns) == metrics.SUMMARY_COLUMNS + ["pass@1"]
     assert list(s[s.benchmark == "math500"]["level"]) == ["1", "2", "3", "5", "all"]
     assert list(s[s.benchmark == "gsm8k"]["level"]) == ["all"]
     row = s[(s.benchmark == "math500") & (s.level == "all")].iloc[0]
@@ -89,7 +91,7 @@ def test_records_and_summary(model_dir, benches, tmp_path):
         rec[rec.benchmark == "math500"]["correct"] & ~rec[rec.benchmark == "math500"]["truncated"])
     # Files for the notebooks and the CLI.
     written = pd.read_csv(tmp_path / "out" / "summary.csv")
-    assert list(written.columns) == metrics.SUMMARY_COLUMNS and len(written) == len(s)
+    assert list(written.columns) == metrics.SUMMARY_COLUMNS + ["pass@1"] and len(written) == len(s)
     lines = (tmp_path / "out" / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 9 and json.loads(lines[0])["idx"] == "test/prealgebra/9001.json"
     assert res.settings["benchmarks"]["math500"]["prompt"] == "qwen25-math-cot"

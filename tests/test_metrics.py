@@ -134,7 +134,7 @@ def test_summarize_breaks_down_by_level():
         "n_tokens": [10, 20, 30, 40, 50, 5, 7],
     })
     s = metrics.summarize(records)
-    assert list(s.columns) == metrics.SUMMARY_COLUMNS
+    assert list(s.columns) == metrics.SUMMARY_COLUMNS + ["pass@1"]
     assert list(zip(s["benchmark"], s["level"])) == [("lv", "1"), ("lv", "2"), ("lv", "all"), ("flat", "all")]
     lv1, lv2, lv_all, flat = (s.iloc[i] for i in range(4))
     assert (lv1.n, lv1.accuracy, lv1.mean_tokens, lv1.truncated_pct, lv1.reflective_pct) == (2, 50.0, 15.0, 50.0, 50.0)

@@ -3,7 +3,7 @@
 One cache file holds the generations of one key (``generation_key``: model fingerprint, benchmark,
 prompt template, decoding parameters, backend with its dtype, device type, package versions and
 ``max_model_len``): ``<cache_dir>/generations/<benchmark>__<key digest>.jsonl``, one JSON
-line per problem, appended and flushed as soon as the response exists, beside a ``.key.json`` that spells
+line per answer (a problem's sample ``s`` of a sampled run is its own line, ``sample_key``), appended and flushed as soon as the response exists, beside a ``.key.json`` that spells
 out the key. An interrupted run leaves every finished sample on disk (a half-written last line is
 dropped on the next open), and the next run generates only what is missing. Each line also stores a
 hash of the exact prompt text, so an edited question or template is generated again rather than served
@@ -61,6 +61,13 @@ def grade_key(idx, response: str, reference: str, grader: str, version: str) -> 
     return "|".join([str(idx), text_sha(response), text_sha(str(reference)), grader, version])
 
 
+def sample_key(idx, sample: int = 0) -> str:
+    """The cache's name of answer ``sample`` to question ``idx``: ``"idx"`` for sample 0 (so greedy caches keep
+    their keys), ``"idx#s"`` for the others. One cache file holds every sample of a decoding: the number of
+    samples is not in the key, so a run of 16 samples reuses the first 8 of a run of 8 and adds the rest."""
+    return str(idx) if sample == 0 else f"{idx}#{int(sample)}"
+
+
 def text_sha(text: str, length: int = 16) -> str:
     """Short sha256 of a text (used to tie a cached response to its exact prompt)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:length]
@@ -96,8 +103,11 @@ class GenerationCache:
             f.truncate(data.rfind(b"\n") + 1)
 
     def load(self) -> dict[str, dict]:
-        """Finished samples by ``str(idx)`` (the newest line of an id wins: a regenerated sample)."""
-        return {str(rec["idx"]): rec for rec in self._read(self.path) if "idx" in rec}
+        """Finished samples by ``sample_key(idx, sample)`` (the newest line of a key wins: a regenerated sample).
+
+        A line without ``sample`` is sample 0 (greedy runs, and caches written before sampled evaluation).
+        """
+        return {sample_key(rec["idx"], rec.get("sample", 0)): rec for rec in self._read(self.path) if "idx" in rec}
 
     def _read(self, path: Path) -> list[dict]:
         self._repair(path)

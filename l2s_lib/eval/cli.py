@@ -4,6 +4,7 @@
              [--prompt qwen25-math-cot|qwen25-math-cot-chat|cot|chat|...] [--backend hf|vllm] [--device cpu|cuda]
              [--keywords paper|paper-code] [--length generated|paper|retok] [--max-model-len N]
              [--context-overflow warn|error] [--out DIR]
+             [--n-samples 16 --temperature 0.6 --top-p 0.95 --top-k 20] [--thinking on|off]
     l2s eval --model PATH --benchmark-file FILE.jsonl --layout math500
 
 Prints the summary table and writes ``samples.jsonl``, ``summary.csv`` and ``settings.json`` to ``--out``
@@ -52,7 +53,16 @@ def register(subparsers) -> None:
     p.add_argument("--context-overflow", choices=("warn", "error"), default="warn",
                    help="when prompt + budget exceeds the model's max_position_embeddings: warn and generate "
                         "past it, or refuse")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="run seed: answer s of question q samples from a stream "
+                   "seeded by (seed, q, s)")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default): greedy, the paper's protocol")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (sampling only)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely tokens; 0: no limit")
+    p.add_argument("--n-samples", type=int, default=1, help="sampled answers per question (needs --temperature > 0); "
+                   "the summary's accuracy is then avg@n, with pass@k")
+    p.add_argument("--thinking", choices=("on", "off"), default=None,
+                   help="render the model's chat template with enable_thinking on/off (Qwen3; needs a chat-template "
+                        "prompt: --prompt chat or qwen25-math-cot-chat); default: the template's own")
     p.add_argument("--out", default=None, help="output folder (default data/results/eval/<model name>)")
     p.add_argument("--no-cache", action="store_true", help="neither read nor write the generation cache")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -80,7 +90,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend, device=args.device, dtype=args.dtype, batch_size=args.batch_size, out_dir=out,
         use_cache=not args.no_cache, seed=args.seed, progress=not args.quiet, keywords=args.keywords,
         tensor_parallel_size=args.tensor_parallel_size, length=args.length, max_model_len=args.max_model_len,
-        context_overflow=args.context_overflow,
+        context_overflow=args.context_overflow, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        n_samples=args.n_samples, thinking={None: None, "on": True, "off": False}[args.thinking],
     )
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(result.summary.round(2).to_string(index=False))

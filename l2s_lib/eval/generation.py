@@ -17,13 +17,20 @@ What is counted (the same for both backends):
 
 The transformers backend pads on the left with an attention mask (positions are derived from the mask
 by ``generate``), sorts prompts by length so that each batch wastes little padding, decodes with the KV
-cache, greedily unless a temperature is given. Under greedy decoding in float32 a batched run produces
+cache, greedily unless a temperature is given.
+
+Sampling (``temperature > 0``, with ``top_p`` and ``top_k``) gives every answer its own random stream,
+seeded per (question, sample) by ``sample_seed``: vLLM gets one request per answer with that seed, the
+transformers backend one ``torch.Generator`` per batch row (``RowSampler``). An answer therefore does not
+depend on the batch it was decoded in nor on how many samples were asked for, which is what lets the
+cache store, resume and extend a sampled run answer by answer. Under greedy decoding in float32 a batched run produces
 the same tokens as one prompt at a time (tested); in bf16 the padding changes rounding and may flip a
 near-tie.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -37,15 +44,40 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
           "float16": "float16", "fp16": "float16", "half": "float16"}
 
 
+#: How a sampled answer gets its random stream (part of a sampled run's cache key): one generator per
+#: (question, sample), seeded by ``sample_seed``, so a sample does not depend on its batch or on how many
+#: samples a run asks for. Changing the rule must change this name (the cache would serve other samples).
+SEEDING_RULE = "per-sample-sha256-v1"
+
+
+def sample_seed(seed: int, question, sample: int) -> int:
+    """The random seed of sample ``sample`` of question ``question`` (its benchmark id) in a run seeded ``seed``.
+
+    A hash rather than arithmetic (``seed * N + sample``) so that no two (question, sample) pairs of any run
+    share a stream; 63 bits, which both ``torch.Generator.manual_seed`` and vLLM's per-request seed accept.
+    """
+    if not isinstance(sample, int) or sample < 0:
+        raise ConfigError(f"a sample index is a non-negative integer, got {sample!r}")
+    digest = hashlib.sha256(f"{int(seed)}|{question}|{sample}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
 @dataclass(frozen=True)
 class DecodingParams:
-    """Decoding parameters: greedy when ``temperature == 0`` (the paper's protocol)."""
+    """Decoding parameters: greedy when ``temperature == 0`` (the paper's protocol), else sampled.
+
+    Sampling draws from the softmax of ``logits / temperature`` restricted to the ``top_k`` most likely tokens
+    (``0``: no limit) and then to the smallest set of mass ``>= top_p`` (applied in that order, as both
+    transformers and vLLM do). ``seed`` is the run's seed; each sampled answer draws from its own stream
+    (``sample_seed``).
+    """
 
     max_new_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int = 0
     stop: tuple[str, ...] = field(default=())
+    top_k: int = 0
 
     def __post_init__(self):
         if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
@@ -54,6 +86,8 @@ class DecodingParams:
             raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if not isinstance(self.top_k, int) or isinstance(self.top_k, bool) or self.top_k < 0:
+            raise ConfigError(f"top_k must be a non-negative integer (0 = no limit), got {self.top_k!r}")
         object.__setattr__(self, "stop", tuple(self.stop))
 
     @property
@@ -61,7 +95,17 @@ class DecodingParams:
         return self.temperature == 0
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The parameters as the cache key sees them.
+
+        Greedy keys leave ``top_k`` out: it cannot change a greedy answer, and greedy caches written before
+        ``top_k`` existed stay valid. Sampled keys name the seeding rule (``SEEDING_RULE``).
+        """
+        out = asdict(self)
+        if self.greedy:
+            del out["top_k"]
+        else:
+            out["seeding"] = SEEDING_RULE
+        return out
 
 
 @dataclass(frozen=True)
@@ -170,8 +214,62 @@ class Backend(ABC):
 
     @abstractmethod
     def generate(self, prompts: Sequence[str], params: DecodingParams, progress: bool = True,
-                 desc: str = "generate") -> Iterator[tuple[int, Generation]]:
-        """Yield ``(i, generation)`` for every prompt ``i``, a batch at a time, in any order."""
+                 desc: str = "generate", seeds: Sequence[int] | None = None) -> Iterator[tuple[int, Generation]]:
+        """Yield ``(i, generation)`` for every prompt ``i``, a batch at a time, in any order.
+
+        Sampled decoding draws prompt ``i``'s answer from a stream seeded ``seeds[i]`` (the evaluation passes
+        ``sample_seed(seed, question, sample)``; a prompt may appear several times, once per sample);
+        ``seeds=None`` seeds prompt ``i`` with ``sample_seed(params.seed, i, 0)``. Greedy decoding ignores them.
+        """
+
+
+def resolve_seeds(prompts: Sequence[str], params: DecodingParams, seeds: Sequence[int] | None) -> list[int]:
+    """One seed per prompt: ``seeds`` checked, or the default of ``Backend.generate``."""
+    if seeds is None:
+        return [sample_seed(params.seed, i, 0) for i in range(len(prompts))]
+    seeds = [int(x) for x in seeds]
+    if len(seeds) != len(prompts):
+        raise ConfigError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
+    return seeds
+
+
+class RowSampler:
+    """A logits processor that samples each row of a batch from its own seeded ``torch.Generator``.
+
+    transformers' ``generate`` samples a batch from the one global generator, so a row's tokens depend on the
+    rows beside it; this processor makes them depend on the row's seed only. It applies transformers' own
+    temperature, top-k and top-p warpers (the order of ``generate``'s sampling), draws one token per row with
+    that row's generator and returns scores that are ``-inf`` everywhere except at the drawn token, so that
+    ``generate`` run greedily (``do_sample=False``) emits exactly the drawn tokens; EOS, stop strings and
+    padding of finished rows stay ``generate``'s. Each generator advances once per step, so a row's stream
+    depends only on its seed and its own tokens.
+    """
+
+    def __init__(self, params: DecodingParams, seeds: Sequence[int], device):
+        import torch
+        from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
+
+        if params.greedy:
+            raise ConfigError("RowSampler samples: greedy decoding needs no sampler")
+        self.warpers = [TemperatureLogitsWarper(params.temperature)]
+        if params.top_k:
+            self.warpers.append(TopKLogitsWarper(params.top_k))
+        if params.top_p < 1:
+            self.warpers.append(TopPLogitsWarper(params.top_p))
+        self.generators = [torch.Generator(device=device).manual_seed(int(s)) for s in seeds]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if scores.shape[0] != len(self.generators):
+            raise ValueError(f"RowSampler built for {len(self.generators)} rows got {scores.shape[0]}")
+        for warp in self.warpers:
+            scores = warp(input_ids, scores)
+        probs = torch.softmax(scores.float(), dim=-1)
+        picks = torch.cat([torch.multinomial(probs[r], 1, generator=g) for r, g in enumerate(self.generators)])
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(len(picks), device=scores.device), picks] = 0.0
+        return out
 
 
 #: Below this many parameters, CPU generation runs on one intra-op thread (see ``HFBackend.generate``).
@@ -204,11 +302,12 @@ class HFBackend(Backend):
             self._model = model.to(self.device).eval()
         return self._model
 
-    def generate(self, prompts, params, progress=True, desc="generate"):
+    def generate(self, prompts, params, progress=True, desc="generate", seeds=None):
         import torch
         from tqdm.auto import tqdm
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, LogitsProcessorList
 
+        seeds = resolve_seeds(prompts, params, seeds)
         tok, model = self.tokenizer, self.model
         eos_ids = eos_token_ids(tok, model.generation_config)
         pad_id = tok.pad_token_id if tok.pad_token_id is not None else eos_ids[0]
@@ -217,17 +316,18 @@ class HFBackend(Backend):
         order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
         # A fresh config (not the checkpoint's, which may carry sampling defaults or penalties), as the
         # toolkit passes only these parameters to vLLM.
+        # Sampling is ``RowSampler``'s (one seeded generator per row), so ``generate`` itself runs greedily
+        # over the scores it returns.
         gen_cfg = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
-            do_sample=not params.greedy,
-            temperature=params.temperature if not params.greedy else None,
-            top_p=params.top_p if not params.greedy else None,
+            do_sample=False,
+            temperature=None,
+            top_p=None,
             top_k=None,
             eos_token_id=eos_ids,
             pad_token_id=pad_id,
             stop_strings=list(params.stop) or None,
         )
-        torch.manual_seed(params.seed)
         bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="sample")
         threads = torch.get_num_threads()
         if model.device.type == "cpu" and model.num_parameters() < SMALL_MODEL_PARAMS:
@@ -245,11 +345,14 @@ class HFBackend(Backend):
                     n = len(encoded[i])
                     input_ids[row, width - n :] = torch.tensor(encoded[i])
                     mask[row, width - n :] = 1
+                sampler = None if params.greedy else LogitsProcessorList(
+                    [RowSampler(params, [seeds[i] for i in idx], model.device)])
                 with torch.inference_mode():
                     out = model.generate(
                         input_ids=input_ids.to(model.device),
                         attention_mask=mask.to(model.device),
                         generation_config=gen_cfg,
+                        logits_processor=sampler,
                         tokenizer=tok if params.stop else None,
                     )
                 new = out[:, width:].tolist()
@@ -291,27 +394,43 @@ class VLLMBackend(Backend):
                             trust_remote_code=self.trust_remote_code, seed=0)
         return self._llm
 
-    def generate(self, prompts, params, progress=True, desc="generate"):
+    @staticmethod
+    def sampling_params(sampling_cls, params: DecodingParams, seeds: Sequence[int], eos_ids: Sequence[int]):
+        """vLLM ``SamplingParams`` for the prompts of one call: one object for greedy decoding, else one per prompt.
+
+        Each sampled request is ``n=1`` with its own ``seed`` (``seeds[i]``, from ``sample_seed``) rather than
+        one request with ``n=N`` and one seed: vLLM draws the ``n`` answers of a request from one stream, so
+        sample ``s`` would depend on ``n`` and could not be cached, resumed or extended sample by sample.
+        vLLM's prefix cache shares the prompt's prefill between the repeated requests. ``top_k=0`` (no limit)
+        is sent as ``-1``, which every vLLM version reads as "all tokens" (newer ones also accept 0).
+        """
+        common = dict(max_tokens=params.max_new_tokens, stop=list(params.stop) or None,
+                      stop_token_ids=list(eos_ids), skip_special_tokens=True, n=1)
+        if params.greedy:
+            return sampling_cls(temperature=0.0, top_p=1.0, top_k=-1, seed=params.seed, **common)
+        return [sampling_cls(temperature=params.temperature, top_p=params.top_p, top_k=params.top_k or -1,
+                             seed=int(seed), **common) for seed in seeds]
+
+    def generate(self, prompts, params, progress=True, desc="generate", seeds=None):
         from tqdm.auto import tqdm
         from transformers import GenerationConfig
         from vllm import SamplingParams
 
+        seeds = resolve_seeds(prompts, params, seeds)
         tok = self.tokenizer
         try:
             gen_config = GenerationConfig.from_pretrained(self.model_id)
         except OSError:
             gen_config = None
         eos_ids = eos_token_ids(tok, gen_config)
-        sampling = SamplingParams(
-            temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-            stop=list(params.stop) or None, stop_token_ids=eos_ids, seed=params.seed, skip_special_tokens=True,
-        )
+        sampling = self.sampling_params(SamplingParams, params, seeds, eos_ids)
         bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="sample")
         try:
             for start in range(0, len(prompts), self.chunk_size):
                 chunk = list(range(start, min(start + self.chunk_size, len(prompts))))
                 requests = [{"prompt_token_ids": prompt_ids(tok, prompts[i])} for i in chunk]
-                outputs = self.llm.generate(requests, sampling, use_tqdm=False)
+                per_request = sampling if not isinstance(sampling, list) else [sampling[i] for i in chunk]
+                outputs = self.llm.generate(requests, per_request, use_tqdm=False)
                 for i, out in zip(chunk, outputs):
                     o = out.outputs[0]
                     ids = list(o.token_ids)

@@ -17,6 +17,11 @@ chat templates are the model's own. Built-ins:
 - ``chat``: the model's own chat template with the instruction in the user turn and no system message,
   as DeepSeek recommends for the R1-Distill models.
 
+Thinking modes (Qwen3 style): a prompt that renders the model's own chat template (``chat``,
+``qwen25-math-cot-chat``) takes ``thinking=True/False``, passed to the template as ``enable_thinking``
+(Qwen3's template then opens the answer with an empty ``<think></think>`` block when it is False). Whether
+the model honours a no-think request is measured on its responses (``metrics.thinking_block``).
+
 A prompt may carry *stop strings* (``register_prompt(..., stop=...)``): generation ends when one
 appears and the text is cut before it.
 """
@@ -33,16 +38,45 @@ BOXED_INSTRUCTION = "Please reason step by step, and put your final answer withi
 PromptBuilder = Callable[[str, object], str]
 
 
+#: Thinking modes of ``PromptTemplate.build``: None leaves the chat template's default.
+THINKING_MODES = (None, True, False)
+
+
 @dataclass(frozen=True)
 class PromptTemplate:
-    """A registered prompt: its name, its builder, and stop strings that end generation."""
+    """A registered prompt: its name, its builder, and stop strings that end generation.
+
+    ``chat_template``: the builder renders the model's own chat template and accepts keyword arguments
+    for it (``builder(question, tokenizer, **template_kwargs)``): only such prompts take a thinking mode.
+    """
 
     name: str
     builder: PromptBuilder
     stop: tuple[str, ...] = ()
+    chat_template: bool = False
 
-    def build(self, question: str, tokenizer) -> str:
-        return self.builder(question, tokenizer)
+    def build(self, question: str, tokenizer, thinking: bool | None = None) -> str:
+        """The model input for ``question``; ``thinking`` True/False renders the chat template with
+        ``enable_thinking`` on/off (Qwen3's switch), None with the template's default."""
+        if thinking not in THINKING_MODES:
+            raise ConfigError(f"thinking must be True, False or None, got {thinking!r}")
+        if thinking is None:
+            return self.builder(question, tokenizer)
+        if not self.chat_template:
+            chat = ", ".join(n for n, t in sorted(_PROMPTS.items()) if t.chat_template)
+            raise ConfigError(f"prompt {self.name!r} does not render the model's chat template, so it has no "
+                              f"thinking switch; use a chat-template prompt ({chat})")
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ConfigError(f"prompt {self.name!r} with thinking={'on' if thinking else 'off'}: the tokenizer "
+                              "has no chat template to pass enable_thinking to")
+        return self.builder(question, tokenizer, enable_thinking=thinking)
+
+    def thinking_switch_works(self, tokenizer) -> bool:
+        """Whether this model's chat template renders differently with ``enable_thinking`` on and off (a
+        template that ignores the switch, as one without Qwen3's ``enable_thinking`` branch does, cannot honour
+        a no-think request: the evaluation warns)."""
+        probe = "What is 1 + 1?"
+        return self.build(probe, tokenizer, thinking=True) != self.build(probe, tokenizer, thinking=False)
 
 
 _PROMPTS: dict[str, PromptTemplate] = {}
@@ -51,11 +85,16 @@ _EXTERNAL_LOADED = False
 _EXTERNAL_MODULES = ("l2s_lib.organisms.prompts",)
 
 
-def register_prompt(name: str, builder: PromptBuilder, *, stop: Sequence[str] = ()) -> PromptTemplate:
-    """Register (or replace) the prompt ``name``; ``builder(question, tokenizer)`` returns the model input."""
+def register_prompt(name: str, builder: PromptBuilder, *, stop: Sequence[str] = (),
+                    chat_template: bool = False) -> PromptTemplate:
+    """Register (or replace) the prompt ``name``; ``builder(question, tokenizer)`` returns the model input.
+
+    ``chat_template=True`` declares that the builder renders the model's chat template and passes keyword
+    arguments on to it (``builder(question, tokenizer, enable_thinking=...)``; see ``PromptTemplate``).
+    """
     if not callable(builder):
         raise ConfigError(f"prompt {name!r}: builder must be callable(question, tokenizer) -> str")
-    template = PromptTemplate(name=name, builder=builder, stop=tuple(stop))
+    template = PromptTemplate(name=name, builder=builder, stop=tuple(stop), chat_template=chat_template)
     _PROMPTS[name] = template
     return template
 
@@ -87,18 +126,23 @@ def get_prompt(name: str | PromptTemplate) -> PromptTemplate:
         raise ConfigError(f"unknown prompt {name!r}; registered: {', '.join(list_prompts())}") from None
 
 
-def build_prompt(name: str | PromptTemplate, question: str, tokenizer) -> str:
-    """The full model input for ``question`` under prompt ``name``."""
-    return get_prompt(name).build(question, tokenizer)
+def build_prompt(name: str | PromptTemplate, question: str, tokenizer, thinking: bool | None = None) -> str:
+    """The full model input for ``question`` under prompt ``name`` (``thinking``: see ``PromptTemplate.build``)."""
+    return get_prompt(name).build(question, tokenizer, thinking)
 
 
-def apply_chat(messages: list[dict], tokenizer) -> str:
+def apply_chat(messages: list[dict], tokenizer, **template_kwargs) -> str:
     """``messages`` through the tokenizer's chat template, ending with the assistant's turn opened.
 
-    Falls back to ChatML (the Qwen format the toolkit writes literally) when the tokenizer has no template.
+    ``template_kwargs`` (e.g. ``enable_thinking``) become variables of the template, as in transformers'
+    ``apply_chat_template``. Falls back to ChatML (the Qwen format the toolkit writes literally) when the
+    tokenizer has no template.
     """
     if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                             **template_kwargs)
+    if template_kwargs:
+        raise ConfigError(f"the tokenizer has no chat template to pass {', '.join(template_kwargs)} to")
     text = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
     return text + "<|im_start|>assistant\n"
 
@@ -114,16 +158,18 @@ def qwen25_math_cot(question: str, tokenizer=None) -> str:
     return QWEN25_MATH_COT[0] + question + QWEN25_MATH_COT[1]
 
 
-def qwen25_math_cot_chat(question: str, tokenizer) -> str:
+def qwen25_math_cot_chat(question: str, tokenizer, **template_kwargs) -> str:
     """The boxed-answer instruction as system message and the question as user turn, via the model's template."""
     return apply_chat(
-        [{"role": "system", "content": BOXED_INSTRUCTION}, {"role": "user", "content": question}], tokenizer
+        [{"role": "system", "content": BOXED_INSTRUCTION}, {"role": "user", "content": question}], tokenizer,
+        **template_kwargs,
     )
 
 
-def chat(question: str, tokenizer) -> str:
+def chat(question: str, tokenizer, **template_kwargs) -> str:
     """The model's own chat template, no system message, instruction appended to the question (R1 style)."""
-    return apply_chat([{"role": "user", "content": f"{question}\n{BOXED_INSTRUCTION}"}], tokenizer)
+    return apply_chat([{"role": "user", "content": f"{question}\n{BOXED_INSTRUCTION}"}], tokenizer,
+                      **template_kwargs)
 
 
 # Worked examples written for this project (not taken from any benchmark or toolkit).
@@ -157,6 +203,6 @@ def cot(question: str, tokenizer=None) -> str:
 
 
 register_prompt("qwen25-math-cot", qwen25_math_cot)
-register_prompt("qwen25-math-cot-chat", qwen25_math_cot_chat)
+register_prompt("qwen25-math-cot-chat", qwen25_math_cot_chat, chat_template=True)
 register_prompt("cot", cot, stop=("\nQuestion:",))
-register_prompt("chat", chat)
+register_prompt("chat", chat, chat_template=True)

@@ -22,8 +22,8 @@ from l2s_lib.checkpoints import resolve_model
 from l2s_lib.errors import CheckpointError, ConfigError
 from l2s_lib.eval.benchmarks import Benchmark, get_benchmark, load_benchmark
 from l2s_lib.eval import grading
-from l2s_lib.eval.cache import GenerationCache, generation_key, grade_key, text_sha
-from l2s_lib.eval.generation import Backend, DecodingParams, make_backend, prompt_ids
+from l2s_lib.eval.cache import GenerationCache, generation_key, grade_key, sample_key, text_sha
+from l2s_lib.eval.generation import Backend, DecodingParams, make_backend, prompt_ids, sample_seed
 from l2s_lib.eval.prompts import get_prompt
 
 #: Defaults of the paper's protocol for System 2 and the merges (System 1: see ``PAPER_DECODING``).
@@ -39,7 +39,11 @@ PAPER_DECODING = {
 
 RECORD_COLUMNS = ["model", "benchmark", "idx", "level", "question", "reference", "response", "extracted",
                   "correct", "n_tokens", "n_tokens_retok", "n_tokens_paper", "prompt_tokens", "finish_reason",
-                  "truncated", "reflective", "keyword_count", "prompt", "max_new_tokens"]
+                  "truncated", "reflective", "keyword_count", "prompt", "max_new_tokens", "sample", "thinking",
+                  "thinks"]
+
+#: ``thinking`` as the records write it (``evaluate(thinking=...)``).
+THINKING_NAMES = {None: None, True: "on", False: "off"}
 
 #: What an evaluation does when prompt + budget exceeds the model's positions (``max_position_embeddings``).
 CONTEXT_OVERFLOW = ("warn", "error")
@@ -146,6 +150,9 @@ def evaluate(
     progress: bool = True,
     temperature: float = 0.0,
     top_p: float = 1.0,
+    top_k: int = 0,
+    n_samples: int = 1,
+    thinking: bool | None = None,
     keywords: str | Sequence[str] | Mapping[str, str] | None = None,
     length: str | Mapping[str, str] | None = None,
     model_name: str | None = None,
@@ -175,7 +182,17 @@ def evaluate(
     generates past the trained positions on both backends (vLLM is allowed the longer context),
     ``"error"`` refuses. Each record holds its ``prompt_tokens``.
 
-    Returns an ``EvalResult`` whose ``records`` hold one row per sample (columns ``RECORD_COLUMNS``).
+    Sampling: ``temperature > 0`` samples (with ``top_p``, ``top_k``; 0 = no limit) ``n_samples`` answers per
+    question, answer ``s`` of question ``idx`` from its own stream seeded ``sample_seed(seed, idx, s)``, each
+    cached on its own: an interrupted run resumes answer by answer, and a run with more samples reuses
+    the answers of one with fewer. The summary's accuracy is then avg@n, with its interval over questions and
+    pass@k (``metrics.summarize``). Greedy decoding (the default, the paper's protocol) is ``n_samples=1``.
+    ``thinking``: True/False renders the model's chat template with ``enable_thinking`` on/off (Qwen3's switch;
+    a chat-template prompt only, ``prompts.PromptTemplate.build``); the summary reports how often a no-think
+    request was honoured. None (default) leaves prompts as they are.
+
+    Returns an ``EvalResult`` whose ``records`` hold one row per answer (columns ``RECORD_COLUMNS``; ``sample``
+    numbers the answers of a question from 0).
     """
     import pandas as pd
     from tqdm.auto import tqdm
@@ -184,6 +201,13 @@ def evaluate(
         raise ConfigError(f"context_overflow must be one of {', '.join(CONTEXT_OVERFLOW)}, got {context_overflow!r}")
     if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len < 2):
         raise ConfigError(f"max_model_len must be a positive number of tokens, got {max_model_len!r}")
+    if not isinstance(n_samples, int) or isinstance(n_samples, bool) or n_samples < 1:
+        raise ConfigError(f"n_samples must be a positive integer, got {n_samples!r}")
+    if n_samples > 1 and temperature == 0:
+        raise ConfigError(f"n_samples={n_samples} with temperature 0: greedy decoding gives the same answer every "
+                          "time; give a temperature (e.g. 0.6) to sample")
+    if thinking not in THINKING_NAMES:
+        raise ConfigError(f"thinking must be True (on), False (off) or None (the template's default), got {thinking!r}")
     benches = _parse_benchmarks(benchmarks)
     # Read every benchmark first: a missing file should stop the run before a model is loaded.
     problem_sets = {b.name: load_benchmark(b, limit=limit) for b in benches}
@@ -216,9 +240,13 @@ def evaluate(
             or DEFAULT_MAX_NEW_TOKENS
         template = get_prompt(prompt_name)
         params = DecodingParams(max_new_tokens=int(budget), temperature=temperature, top_p=top_p, seed=seed,
-                                stop=template.stop)
+                                stop=template.stop, top_k=top_k)
         problems = problem_sets[bench.name]
-        prompts = [template.build(p.question, tok) for p in problems]
+        prompts = [template.build(p.question, tok, thinking) for p in problems]
+        if thinking is not None and not template.thinking_switch_works(tok):
+            warnings.warn(f"{bench.name}: the chat template of {model!s} renders the same prompt with "
+                          "enable_thinking on and off: it has no thinking switch, and the thinking request "
+                          f"({THINKING_NAMES[thinking]}) reaches the model only as the template's default", stacklevel=2)
         ids = [prompt_ids(tok, t) for t in prompts]
         # Keyed by the prompt's text *and* its token ids: the same text tokenised differently (a tokenizer fix,
         # another transformers version) is a different input and must not reuse cached generations.
@@ -263,35 +291,42 @@ def evaluate(
 
     all_records: list[dict] = []
     settings = {"model": model_name, "model_fingerprint": fingerprint, "benchmarks": {}, "limit": limit,
+                "n_samples": n_samples, "thinking": THINKING_NAMES[thinking],
                 **engine.identity(), "context": context}
     for bench, template, params, problems, prompts, ids, shas, kw_list, count in plans:
-        key = generation_key(model=fingerprint, benchmark=bench.name, prompt=template.name,
+        prompt_key = template.name if thinking is None else f"{template.name}+thinking={THINKING_NAMES[thinking]}"
+        key = generation_key(model=fingerprint, benchmark=bench.name, prompt=prompt_key,
                              decoding=params.as_dict(), identity=engine.identity(), device=engine.device,
                              max_model_len=engine_len)
         cache = GenerationCache(cache_root, bench.name, key) if use_cache else None
         done = cache.load() if cache else {}
-        generated: dict[int, dict] = {}
-        todo = []
+        generated: dict[tuple[int, int], dict] = {}
+        todo: list[tuple[int, int]] = []  # (problem, sample) pairs not in the cache
         for i, p in enumerate(problems):
-            hit = done.get(str(p.idx))
-            if hit is not None and hit.get("prompt_sha") == shas[i]:
-                generated[i] = hit
-            else:
-                todo.append(i)
+            for s in range(n_samples):
+                hit = done.get(sample_key(p.idx, s))
+                if hit is not None and hit.get("prompt_sha") == shas[i]:
+                    generated[i, s] = hit
+                else:
+                    todo.append((i, s))
         started = time.perf_counter()
         if todo:
-            for j, gen in engine.generate([prompts[i] for i in todo], params, progress=progress,
-                                          desc=f"{bench.name}"):
-                i = todo[j]
+            seeds = [sample_seed(seed, problems[i].idx, s) for i, s in todo]
+            for j, gen in engine.generate([prompts[i] for i, _ in todo], params, progress=progress,
+                                          desc=f"{bench.name}", seeds=seeds):
+                i, s = todo[j]
                 rec = {"idx": problems[i].idx, "prompt_sha": shas[i], "response": gen.text,
                        "n_tokens": gen.n_tokens, "n_tokens_retok": gen.n_tokens_retok,
                        "finish_reason": gen.finish_reason}
+                if s:  # sample 0 is written as before sampled evaluation existed (greedy caches stay valid)
+                    rec["sample"] = s
                 if cache:
                     cache.append(rec)
-                generated[i] = rec
+                generated[i, s] = rec
         settings["benchmarks"][bench.name] = {
-            "prompt": template.name, "decoding": params.as_dict(), "n": len(problems), "generated": len(todo),
-            "from_cache": len(problems) - len(todo), "seconds": round(time.perf_counter() - started, 3),
+            "prompt": template.name, "decoding": params.as_dict(), "n": len(problems), "n_samples": n_samples,
+            "thinking": THINKING_NAMES[thinking], "generated": len(todo),
+            "from_cache": len(problems) * n_samples - len(todo), "seconds": round(time.perf_counter() - started, 3),
             "cache_file": paths.relative_to_root(cache.path) if cache else None, "grader": bench.grader,
             "keywords": kw_list if isinstance(kw_list, str) else list(kw_list), "length_count": count,
             "longest_prompt_tokens": max(map(len, ids), default=0),
@@ -299,9 +334,9 @@ def evaluate(
         grades = cache.load_grades() if cache else {}
         timeouts = 0
         version = _grader_version()
-        for i, p in enumerate(tqdm(problems, desc=f"{bench.name}: grade", disable=not progress, unit="sample",
-                                   leave=False)):
-            rec = generated[i]
+        answers = [(i, s) for i in range(len(problems)) for s in range(n_samples)]
+        for i, s in tqdm(answers, desc=f"{bench.name}: grade", disable=not progress, unit="sample", leave=False):
+            p, rec = problems[i], generated[i, s]
             gkey = grade_key(p.idx, rec["response"], p.answer, bench.grader, version)
             if gkey in grades:
                 extracted, correct = grades[gkey]["extracted"], grades[gkey]["correct"]
@@ -320,7 +355,8 @@ def evaluate(
                 "n_tokens_paper": metrics.paper_length(rec["response"], tok), "prompt_tokens": len(ids[i]),
                 "finish_reason": rec["finish_reason"],
                 "truncated": rec["finish_reason"] == "length", "reflective": n_kw > 0, "keyword_count": n_kw,
-                "prompt": template.name, "max_new_tokens": params.max_new_tokens,
+                "prompt": template.name, "max_new_tokens": params.max_new_tokens, "sample": s,
+                "thinking": THINKING_NAMES[thinking], "thinks": metrics.thinks(rec["response"]),
             })
         settings["benchmarks"][bench.name]["grade_timeouts"] = timeouts
     records = pd.DataFrame(all_records, columns=RECORD_COLUMNS)
