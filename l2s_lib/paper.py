@@ -79,6 +79,22 @@ def all_scales() -> pd.DataFrame:
     return pd.concat([per_benchmark(s) for s in SCALE_TABLES], ignore_index=True)
 
 
+#: Where the Qwen3-8B pair's numbers come from: the paper's repository, after the paper (data/paper/README.md).
+REPOSITORY_CITATION = ("Wu et al., github.com/hahahawu/Long-to-Short-via-Model-Merging, README.md "
+                       "(commit 6bc078e, June 2025): Early Test on DeepSeek-R1-0528-Qwen3-8B")
+
+
+def repository_qwen3_8b() -> pd.DataFrame:
+    """The repository's AIME24 results of DeepSeek-R1-0528-Qwen3-8B and its TIES merge with Qwen3-8B (avg@16,
+    sampled at temperature 0.6, top_p 0.95, top_k 20), with ``role``, ``method_key``, ``benchmark_key``."""
+    df = read_table("repo_qwen3_8b_aime24")
+    df.insert(0, "scale", "8B")
+    df["role"] = df["method"].map(role_of)
+    df["method_key"] = df["method"].map(lambda m: METHOD_KEYS.get(m, role_of(m)))
+    df["benchmark_key"] = df["benchmark"].map(BENCHMARK_KEYS)
+    return df
+
+
 def hyperparameters() -> pd.DataFrame:
     """Table 7, one row per (method, scale, parameter) with numeric values."""
     rows = []
