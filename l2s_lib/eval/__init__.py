@@ -5,8 +5,13 @@ The public entry points::
     from l2s_lib.eval import evaluate, is_correct
     result = evaluate("path/or/hub-id", "gsm8k,math500", limit=50)
     result.summary   # model, benchmark, level, n, accuracy, mean_tokens, reflective_pct, keyword_freq, truncated_pct,
-                     # accuracy_truncated_wrong, length_count, keywords (metrics.SUMMARY_COLUMNS)
-    result.records   # one row per sample
+                     # accuracy_truncated_wrong, length_count, keywords, then n_questions, n_samples, the accuracy's
+                     # 95% interval over questions, per-question spread, thinking rates and pass@k
+                     # (metrics.SUMMARY_COLUMNS + pass@1, pass@2, ... pass@n)
+    result.records   # one row per answer
+
+    # The repository's protocol for reasoning models: 16 sampled answers per question (avg@16).
+    evaluate(model, "aime24", n_samples=16, temperature=0.6, top_p=0.95, top_k=20, max_new_tokens=32768)
 
 ``l2s_lib.eval.benchmarks.register_benchmark`` and ``l2s_lib.eval.prompts.register_prompt`` let other
 modules (the organisms) add benchmarks and prompts.
