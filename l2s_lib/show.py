@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2s_lib import figures
+from l2s_lib.report import figures
 
 
 def _ipython():

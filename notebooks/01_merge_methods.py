@@ -32,8 +32,10 @@
 # %%
 from IPython.display import Markdown, display
 
-from l2s_lib import paper, results, show
-from l2s_lib.studies import catalog, claims, grid, notebooks, plots, tables
+from l2s_lib import show
+from l2s_lib.report import claims, paper, plots, results, tables
+from l2s_lib.pipeline import catalog, grid
+from l2s_lib.studies import notebooks
 
 # %% tags=["parameters"]
 SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)

@@ -33,8 +33,10 @@
 # %%
 from IPython.display import Markdown, display
 
-from l2s_lib import results, show
-from l2s_lib.studies import catalog, grid, notebooks, scale, tables
+from l2s_lib import show
+from l2s_lib.report import results, tables
+from l2s_lib.pipeline import catalog, grid
+from l2s_lib.studies import notebooks, scale
 
 # %% tags=["parameters"]
 SIZES = ""  # organism sizes, comma-separated; "": every shipped size (ignored when SYSTEM1/SYSTEM2 are given)

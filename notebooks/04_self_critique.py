@@ -46,8 +46,10 @@ from tqdm import TqdmWarning
 # print this machine's paths into the outputs).
 warnings.simplefilter("ignore", TqdmWarning)
 
-from l2s_lib import results, show  # noqa: E402
-from l2s_lib.studies import catalog, grid, notebooks, self_critique  # noqa: E402
+from l2s_lib import show
+from l2s_lib.report import results  # noqa: E402
+from l2s_lib.pipeline import catalog, grid
+from l2s_lib.studies import notebooks, self_critique  # noqa: E402
 
 # %% tags=["parameters"]
 SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)

@@ -30,8 +30,10 @@
 # %%
 from IPython.display import Markdown, display
 
-from l2s_lib import results, show
-from l2s_lib.studies import catalog, grid, notebooks, sensitivity, tables
+from l2s_lib import show
+from l2s_lib.report import results, tables
+from l2s_lib.pipeline import catalog, grid
+from l2s_lib.studies import notebooks, sensitivity
 
 # %% tags=["parameters"]
 SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)

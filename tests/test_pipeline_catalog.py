@@ -2,7 +2,7 @@ import pytest
 
 from l2s_lib import paths
 from l2s_lib.errors import ConfigError
-from l2s_lib.studies import catalog, grid
+from l2s_lib.pipeline import catalog, grid
 
 CALIBRATION = str(paths.ROOT / "tests" / "fixtures" / "calibration" / "arithmetic.jsonl")
 

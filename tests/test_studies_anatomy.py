@@ -100,7 +100,7 @@ def test_conclusion_branches(frac90, lore_acc, expected):
 
 
 def test_measure_and_notebook01_results(tiny_pair):
-    from l2s_lib import results
+    from l2s_lib.report import results
 
     a = anatomy.measure(*tiny_pair, progress=False)
     assert set(a.shapes) == set(a.spectra["tensor"]) and a.typical_shape() in a.shapes.values()

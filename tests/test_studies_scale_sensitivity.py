@@ -2,7 +2,8 @@ import pandas as pd
 import pytest
 
 from l2s_lib.errors import ConfigError
-from l2s_lib.studies import catalog, scale, sensitivity
+from l2s_lib.pipeline import catalog
+from l2s_lib.studies import scale, sensitivity
 
 
 def test_parse_mapping():

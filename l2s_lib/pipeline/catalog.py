@@ -18,7 +18,7 @@ import yaml
 
 from l2s_lib import paths
 from l2s_lib.errors import ConfigError
-from l2s_lib.studies import grid
+from l2s_lib.pipeline import grid
 
 #: (config key, label in tables and figures). The first ten are the paper's Table 1 rows (same labels,
 #: so that ours and the paper's can be joined); SLERP and Iso-C are the compendium's additions.

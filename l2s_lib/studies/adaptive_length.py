@@ -24,9 +24,8 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from l2s_lib import paper
-from l2s_lib.figures import ROLE_COLORS, set_style
-from l2s_lib.studies import claims, plots
+from l2s_lib.report import claims, paper, plots
+from l2s_lib.report.figures import ROLE_COLORS, set_style
 
 #: A model "adapts its length" when Spearman's rho between per-sample length and level is at least this
 #: (0.5 = the usual reading of a strong rank correlation; fixed before looking at any organism result) and the

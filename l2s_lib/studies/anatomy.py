@@ -35,9 +35,9 @@ import torch
 from tqdm.auto import tqdm
 
 from l2s_lib.analysis import task_vectors as tv
-from l2s_lib.figures import set_style
-from l2s_lib import results
-from l2s_lib.studies import catalog, plots
+from l2s_lib.pipeline import catalog
+from l2s_lib.report import plots, results
+from l2s_lib.report.figures import set_style
 
 #: tau counts as low-rank when, for the median 2-D tensor, 90% of its energy lies in at most this fraction of its
 #: singular directions (fixed before looking at any organism result; a square Gaussian matrix needs about half,

@@ -13,11 +13,11 @@ from collections.abc import Mapping, Sequence
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from l2s_lib import paper
+from l2s_lib.report import paper, tables
 from l2s_lib.checkpoints import parameter_count
 from l2s_lib.errors import ConfigError
-from l2s_lib.figures import set_style
-from l2s_lib.studies import catalog, grid, tables
+from l2s_lib.report.figures import set_style
+from l2s_lib.pipeline import catalog, grid
 
 #: The paper's model sizes in billions of parameters, by the scale keys of ``catalog.SCALES``.
 PAPER_SIZES_B = {"1.5B": 1.54, "7B": 7.62, "14B": 14.77, "32B": 32.76}

@@ -25,9 +25,10 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from l2s_lib import metrics, paper, paths
-from l2s_lib.figures import set_style
-from l2s_lib.studies import claims, grid, plots
+from l2s_lib import metrics, paths
+from l2s_lib.report import claims, paper, plots
+from l2s_lib.report.figures import set_style
+from l2s_lib.pipeline import grid
 from l2s_lib.studies.adaptive_length import model_colors
 
 #: Bump when the probe's prompts, scoring or generation change, so cached probe generations are not reused.

@@ -15,8 +15,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from l2s_lib.figures import ROLE_COLORS, set_style
-from l2s_lib.studies import catalog, grid
+from l2s_lib.report.figures import ROLE_COLORS, set_style
+from l2s_lib.pipeline import catalog, grid
 
 
 def floats(text: str) -> list[float]:
