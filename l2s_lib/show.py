@@ -45,9 +45,12 @@ class Table:
         return cap + table
 
 
-def table(df: pd.DataFrame, caption: str | None = None, index: bool = True) -> Table:
-    """Display ``df`` (already rounded by the caller) as a rendered table; print it as text outside IPython."""
-    shown = Table(df, caption, index)
+def table(df: pd.DataFrame | Table, caption: str | None = None, index: bool = True) -> Table:
+    """Display ``df`` (already rounded by the caller) as a rendered table; print it as text outside IPython.
+
+    ``df`` may be a ``Table`` already (what a study's ``tables(folder)`` returns): it is shown as it is.
+    """
+    shown = df if isinstance(df, Table) else Table(df, caption, index)
     if _ipython() is None:
         print(repr(shown))
     else:
