@@ -33,10 +33,6 @@ from l2s_lib.report import tables as report_tables
 from l2s_lib.studies import folder
 from l2s_lib.report.figures import ROLE_COLORS, set_style
 
-#: A model "adapts its length" when Spearman's rho between per-sample length and level is at least this
-#: (0.5 = the usual reading of a strong rank correlation; fixed before looking at any organism result) and the
-#: per-level mean length rises at every step.
-MIN_RHO = 0.5
 
 #: Colours for merges (System 1 / System 2 / DPO keep the house role colours): a qualitative palette without
 #: the role colours' blue, red and purple, so a merge never looks like a reference model.
@@ -247,12 +243,8 @@ def _rho_list(table: pd.DataFrame, models: Sequence[str]) -> str:
     return ", ".join(f"{m} {t.loc[m, 'rho']:.2f}" for m in models if m in t.index)
 
 
-#: Fewest difficulty levels on which a length-level correlation is judged.
-MIN_LEVELS = 3
-
-
 def conclusion(level_corr: pd.DataFrame, shortening: pd.DataFrame, paper_corr: pd.DataFrame, system1: str,
-               system2: str, merges: Sequence[str], world: str = "organism", min_rho: float = MIN_RHO,
+               system2: str, merges: Sequence[str], world: str = "organism", min_rho: float = claims.MIN_RHO,
                ours_corr: pd.DataFrame | None = None) -> str:
     """Markdown: does each merge adapt its length to difficulty (rho >= ``min_rho`` and rising at every level)?
 
@@ -265,10 +257,10 @@ def conclusion(level_corr: pd.DataFrame, shortening: pd.DataFrame, paper_corr: p
         raise ValueError("no merge of the list is in the correlation table")
     n_levels = len(shortening.columns)
     undefined = [m for m in [system1, system2] + merges if m in c.index and pd.isna(c.loc[m, "rho"])]
-    if n_levels < MIN_LEVELS or undefined:
+    if n_levels < claims.MIN_LEVELS or undefined:
         # A quick look (LIMIT) can leave too few levels for a correlation: say so instead of "holds for none".
-        why = (f"the run has {n_levels} difficulty level{'s' if n_levels != 1 else ''} (at least {MIN_LEVELS} are "
-               "needed)" if n_levels < MIN_LEVELS else
+        why = (f"the run has {n_levels} difficulty level{'s' if n_levels != 1 else ''} (at least {claims.MIN_LEVELS} are "
+               "needed)" if n_levels < claims.MIN_LEVELS else
                f"the rank correlation is undefined for {claims.names(undefined)}")
         return (f"**Verdict ({world} world): inconclusive**: the adaptive-length claim cannot be judged from this run: "
                 f"{why}. Run more problems per benchmark (LIMIT = 0 evaluates them all).")

@@ -38,19 +38,13 @@ from tqdm.auto import tqdm
 from l2s_lib.analysis import task_vectors as tv
 from l2s_lib.pipeline import catalog
 from l2s_lib import show
-from l2s_lib.report import plots
+from l2s_lib.report import claims, plots
 from l2s_lib.studies import folder
 from l2s_lib.report.figures import set_style
 
-#: tau counts as low-rank when, for the median 2-D tensor, 90% of its energy lies in at most this fraction of its
-#: singular directions (fixed before looking at any organism result; a square Gaussian matrix needs about half,
-#: a 1:4 one about three quarters, see ``noise_reference``).
-LOW_RANK_FRAC90 = 0.25
 #: The SVD methods of the compendium and the data-free method they are compared with.
 SVD_METHODS = ("lore", "twin", "iso_c")
 REFERENCE_METHOD = "task_arithmetic"
-#: How far an SVD method's mean accuracy may sit below Task Arithmetic's (points) and still "fare as well".
-ACC_TOL = 2.0
 
 
 def singular_values(system1: str | Path, system2: str | Path, device: str = "cpu",
@@ -257,7 +251,8 @@ def versus_text(versus: pd.DataFrame | None, digits: int = 1) -> str:
 
 
 def conclusion(kinds: pd.DataFrame, versus: pd.DataFrame | None, settings: Mapping[str, float],
-               world: str = "organism", low_rank_frac90: float = LOW_RANK_FRAC90, acc_tol: float = ACC_TOL) -> str:
+               world: str = "organism", low_rank_frac90: float = claims.LOW_RANK_FRAC90,
+               acc_tol: float = claims.SVD_ACC_TOL) -> str:
     """Markdown: is tau low-rank here, and do the SVD methods fare as the paper's hypothesis predicts?
 
     The hypothesis (Section 4.3): tau is not low-rank, so methods that keep or reshape a low-rank part of it

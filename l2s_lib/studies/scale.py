@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from l2s_lib import show
-from l2s_lib.report import paper
+from l2s_lib.report import claims, paper
 from l2s_lib.report import tables as report_tables
 from l2s_lib.checkpoints import parameter_count
 from l2s_lib.errors import ConfigError
@@ -140,7 +140,7 @@ def _size_label(n: float) -> str:
     return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
 
 
-def scale_conclusion(ours: pd.DataFrame, methods: Sequence[str], acc_tol: float = 5.0) -> str:
+def scale_conclusion(ours: pd.DataFrame, methods: Sequence[str], acc_tol: float = claims.ACC_TOL) -> str:
     """Markdown: does the paper's scale pattern (small pairs lose accuracy; large ones keep it but shorten less)
     appear along the organism ladder? Computed from ``ladder_average`` rows."""
     sizes = list(dict.fromkeys(ours["size"]))

@@ -20,6 +20,7 @@ import pandas as pd
 from l2s_lib.report.figures import ROLE_COLORS, set_style
 from l2s_lib import show
 from l2s_lib.pipeline import catalog, grid
+from l2s_lib.report import claims
 from l2s_lib.report import tables as report_tables
 from l2s_lib.studies import folder
 
@@ -139,15 +140,15 @@ def fig_calibration(sweep: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def sensitivity_conclusion(sweep: pd.DataFrame, s2_acc: float, acc_tol: float = 5.0,
-                           min_shortening: float = 30.0) -> str:
+def sensitivity_conclusion(sweep: pd.DataFrame, s2_acc: float, acc_tol: float = claims.ACC_TOL,
+                           min_shortening: float = claims.MIN_SHORTENING) -> str:
     """Markdown: the useful alpha window (accuracy within ``acc_tol`` of System 2 and at least
     ``min_shortening``% shorter), whether accuracy is monotone in alpha, and the best trim and drop settings."""
     ta = sweep[sweep.family == "ta_alpha"].sort_values("value")
     ok = ta[(ta.avg_accuracy >= s2_acc - acc_tol) & (ta.length_change_vs_system2_pct <= -min_shortening)]
     window = (f"alpha in {{{', '.join(f'{v:.2f}' for v in ok.value)}}}" if len(ok) else "no alpha")
     diffs = np.diff(ta.avg_accuracy.to_numpy())
-    monotone = bool(np.all(diffs >= -1.0))  # within one point of noise
+    monotone = bool(np.all(diffs >= -claims.MONOTONE_SLACK))
     text = (f"**Useful TA window: {window}** (accuracy within {acc_tol:g} points of System 2 and at least "
             f"{min_shortening:g}% shorter). Accuracy is {'monotone' if monotone else 'not monotone'} in alpha "
             f"(largest drop between neighbours: {min(diffs.min(), 0):.1f} points). ")
