@@ -226,7 +226,7 @@ def svd_methods_vs_ta(average: pd.DataFrame, system2: str = "System 2") -> pd.Da
     """Notebook 01's ``average`` table reduced to the SVD methods and Task Arithmetic: accuracy gap to System 2
     (points), length change vs System 2 (%), and the differences to Task Arithmetic."""
     a = average.set_index("model")
-    label = {k: catalog.METHODS[k] for k in (REFERENCE_METHOD, *SVD_METHODS)}
+    label = {k: catalog.METHODS[k].label for k in (REFERENCE_METHOD, *SVD_METHODS)}
     if label[REFERENCE_METHOD] not in a.index or system2 not in a.index:
         raise ValueError(f"notebook 01's table lacks {label[REFERENCE_METHOD]!r} or {system2!r}")
     s2 = a.loc[system2, "avg_accuracy"]
