@@ -111,3 +111,33 @@ def test_float_columns_read_back_as_floats():
     folder.write(d, pd.DataFrame({"model": ["a"], "rho": [1.0], "n": [3]}), "t")
     back = folder.read(d, "t")
     assert back["rho"].dtype == "float64" and back["n"].dtype == "int64"
+
+
+#: The smallest runs of notebooks 02-05 on the shipped organism (one merge, two problems per benchmark); they share
+#: one generation cache, so System 1 / System 2 / TA are generated once.
+SMALL = {
+    "02_scale_effects": {"SIZES": ["1m"], "METHODS": ["task_arithmetic"], "THREE_MODEL": False},
+    "03_adaptive_length": {"METHODS": ["task_arithmetic"]},
+    "04_self_critique": {"METHODS": ["task_arithmetic"], "PROBE_PER_LEVEL": 1, "PROBE_MAX_NEW_TOKENS": 40},
+    "05_sensitivity": {"ALPHAS": [0.5, 1.0], "TIES_KS": [0.5], "DARE_PS": [0.3], "CALIBRATION_SIDES": ["short"],
+                       "CALIBRATION_NS": [8]},
+}
+
+
+def test_the_other_studies_round_trip_through_their_files(monkeypatch, one_torch_thread):
+    dirs = {}
+    for study, small in SMALL.items():
+        p = notebooks.notebook_parameters(study) | {"LIMIT": 2, "CONFIG": RUN} | small
+        registry.module(study).compute(p)
+        dirs[study] = folder.of(study, p)
+    _block_model_reads(monkeypatch)
+    for study, d in dirs.items():
+        mod = registry.module(study)
+        tables = mod.tables(d)
+        assert tables and all(isinstance(t, show.Table) for t in tables.values())
+        assert mod.verdict(d).strip()
+        for name in mod.figures(d):
+            show.figure(mod.figures(d)[name], name, folder.figure_dir(d))
+    assert set(folder.roles(folder.read(dirs["04_self_critique"], "summary")).values()) == {
+        "system1", "system2", "dpo", "merge"}
+    assert main(["figures", "--config", RUN, "--check"]) == 0
