@@ -71,7 +71,7 @@ TABLES, FIGURES = merge_methods.tables(DIR), merge_methods.figures(DIR)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["table1"])
+show.table(TABLES["table1"]);
 
 # %% [markdown]
 # ## Figure 1: mean accuracy against length change, the paper's 7B models beside ours
@@ -87,7 +87,7 @@ show.figure(FIGURES["fig1_merge_methods"], "fig1_merge_methods", folder.figure_d
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["merge_verdicts"])
+show.table(TABLES["merge_verdicts"]);
 
 # %%
 display(Markdown(merge_methods.verdict(DIR)))

@@ -83,7 +83,7 @@ for name in [n for n in TABLES if n.startswith("size ")]:
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["reflection"])
+show.table(TABLES["reflection"]);
 
 # %% [markdown]
 # ## Accuracy gap and length change against model size, organisms beside the paper
@@ -93,7 +93,7 @@ show.table(TABLES["reflection"])
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["ladder"])
+show.table(TABLES["ladder"]);
 
 # %%
 show.figure(FIGURES["fig3_scale_effects"], "fig3_scale_effects", folder.figure_dir(DIR));

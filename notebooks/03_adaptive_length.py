@@ -81,7 +81,7 @@ TABLES, FIGURES = adaptive_length.tables(DIR), adaptive_length.figures(DIR)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["length_by_level"])
+show.table(TABLES["length_by_level"]);
 
 # %% [markdown]
 # ## Rank correlation of length with difficulty, per model
@@ -96,7 +96,7 @@ show.table(TABLES["length_by_level"])
 # NBVAL_CHECK_OUTPUT
 show.table(TABLES["level_correlations"])
 show.table(TABLES["benchmark_correlations"])
-show.table(TABLES["paper_benchmark_correlations"])
+show.table(TABLES["paper_benchmark_correlations"]);
 
 # %% [markdown]
 # ## Length change against System 2 at each level (%)
@@ -106,7 +106,7 @@ show.table(TABLES["paper_benchmark_correlations"])
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["length_change_by_level"])
+show.table(TABLES["length_change_by_level"]);
 
 # %% [markdown]
 # ## Figure 2a: the paper's lengths by benchmark beside ours by benchmark and by level

@@ -87,7 +87,7 @@ TABLES, FIGURES = self_critique.tables(DIR), self_critique.figures(DIR)
 # %%
 # NBVAL_CHECK_OUTPUT
 show.table(TABLES["table6"])
-show.table(TABLES["paper_table6"])
+show.table(TABLES["paper_table6"]);
 
 # %%
 show.figure(FIGURES["tab6_reflection"], "tab6_reflection", folder.figure_dir(DIR));
@@ -100,7 +100,7 @@ show.figure(FIGURES["tab6_reflection"], "tab6_reflection", folder.figure_dir(DIR
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["keyword_lists"])
+show.table(TABLES["keyword_lists"]);
 
 # %% [markdown]
 # ## Figure 2b: reflective responses and keyword frequency by difficulty level
@@ -111,7 +111,7 @@ show.table(TABLES["keyword_lists"])
 # %%
 # NBVAL_CHECK_OUTPUT
 show.table(TABLES["reflective_by_level"])
-show.table(TABLES["keyword_freq_by_level"])
+show.table(TABLES["keyword_freq_by_level"]);
 
 # %%
 show.figure(FIGURES["fig2b_reflection_by_level"], "fig2b_reflection_by_level", folder.figure_dir(DIR));
@@ -128,7 +128,7 @@ show.figure(FIGURES["fig2b_reflection_by_level"], "fig2b_reflection_by_level", f
 # NBVAL_CHECK_OUTPUT
 print(self_critique.probe_result(DIR).note())
 show.table(TABLES["probe_repaired"])
-show.table(TABLES["probe_noticed"])
+show.table(TABLES["probe_noticed"]);
 
 # %%
 show.figure(FIGURES["tab6_correction_probe"], "tab6_correction_probe", folder.figure_dir(DIR));

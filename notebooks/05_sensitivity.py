@@ -72,7 +72,7 @@ TABLES, FIGURES = sensitivity.tables(DIR), sensitivity.figures(DIR)
 # %%
 # NBVAL_CHECK_OUTPUT
 show.table(TABLES["references"])
-show.table(TABLES["alpha"])
+show.table(TABLES["alpha"]);
 
 # %%
 show.figure(FIGURES["fig5a_alpha_sweep"], "fig5a_alpha_sweep", folder.figure_dir(DIR));
@@ -84,7 +84,7 @@ show.figure(FIGURES["fig5a_alpha_sweep"], "fig5a_alpha_sweep", folder.figure_dir
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["trim_drop"])
+show.table(TABLES["trim_drop"]);
 
 # %%
 show.figure(FIGURES["fig5b_trim_drop"], "fig5b_trim_drop", folder.figure_dir(DIR));
@@ -96,7 +96,7 @@ show.figure(FIGURES["fig5b_trim_drop"], "fig5b_trim_drop", folder.figure_dir(DIR
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["calibration"])
+show.table(TABLES["calibration"]);
 
 # %%
 show.figure(FIGURES["fig5c_calibration"], "fig5c_calibration", folder.figure_dir(DIR));

@@ -71,7 +71,7 @@ TABLES, FIGURES = anatomy.tables(DIR), anatomy.figures(DIR)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["kinds"])
+show.table(TABLES["kinds"]);
 
 # %%
 show.figure(FIGURES["fig6_task_vectors"], "fig6_task_vectors", folder.figure_dir(DIR));
@@ -84,7 +84,7 @@ show.figure(FIGURES["fig6_task_vectors"], "fig6_task_vectors", folder.figure_dir
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(TABLES["svd_versus_ta"])
+show.table(TABLES["svd_versus_ta"]);
 
 # %% [markdown]
 # ## Does the low-rank structure explain how the SVD methods fare?
