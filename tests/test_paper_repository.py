@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from l2s_lib import paper, paths
+from l2s_lib import paths
+from l2s_lib.report import paper
 from l2s_lib.merge.config import load_config
 from l2s_lib.studies import notebooks
 
@@ -32,4 +33,4 @@ def test_merge_config_and_parameter_files_name_the_pair():
         assert (params["SYSTEM1"], params["SYSTEM2"]) == (cfg.base_model, cfg.models[0].model)
         assert params["MAX_NEW_TOKENS"] == row.max_new_tokens
     sweep = notebooks.load_params("05_sensitivity", "paper_qwen3_8b")
-    assert "0.7" in sweep["ALPHAS"].split(",") and "0.7" in sweep["TIES_KS"].split(",")
+    assert 0.7 in sweep["ALPHAS"] and 0.7 in sweep["TIES_KS"]

@@ -79,7 +79,7 @@ def repository_qwen3_8b() -> pd.DataFrame:
     df = read_table("repo_qwen3_8b_aime24")
     df.insert(0, "scale", "8B")
     df["role"] = df["method"].map(role_of)
-    df["method_key"] = df["method"].map(lambda m: METHOD_KEYS.get(m, role_of(m)))
+    df["method_key"] = df["method"].map(lambda m: catalog.key_of_label(m) or role_of(m))
     df["benchmark_key"] = df["benchmark"].map(BENCHMARK_KEYS)
     return df
 
