@@ -256,3 +256,21 @@ def test_cuda_matches_cpu_in_fp32(model_dir, unbatched):
     out = dict(HFBackend(model_dir, device="cuda", dtype="float32", batch_size=5).generate(
         prompts, DecodingParams(max_new_tokens=32), progress=False))
     assert sum(out[i] == reference[i] for i in out) >= len(out) - 1  # kernels differ; near-ties may flip one
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_sampling_is_per_row_seeded(model_dir, unbatched):
+    """On CUDA each row samples from its own CUDA generator: an answer is the same alone and in a batch."""
+    _, prompts, _ = unbatched
+    params = DecodingParams(max_new_tokens=16, temperature=0.6, top_p=0.95, top_k=20, seed=0)
+    seeds = [sample_seed(0, q, 0) for q in range(len(prompts))]
+    cuda = dict(HFBackend(model_dir, device="cuda", dtype="float32", batch_size=5).generate(
+        prompts, params, progress=False, seeds=seeds))
+    for i in (0, 3):
+        alone = dict(HFBackend(model_dir, device="cuda", dtype="float32", batch_size=1).generate(
+            [prompts[i]], params, progress=False, seeds=[seeds[i]]))[0]
+        assert alone == cuda[i]
+    again = dict(HFBackend(model_dir, device="cuda", dtype="float32", batch_size=2).generate(
+        prompts, params, progress=False, seeds=seeds))
+    assert again == cuda
