@@ -242,7 +242,8 @@ class RowSampler:
     that row's generator and returns scores that are ``-inf`` everywhere except at the drawn token, so that
     ``generate`` run greedily (``do_sample=False``) emits exactly the drawn tokens; EOS, stop strings and
     padding of finished rows stay ``generate``'s. Each generator advances once per step, so a row's stream
-    depends only on its seed and its own tokens.
+    depends only on its seed and its own tokens. Any decoding loop that takes the argmax of processed scores
+    can call it the same way and draw the same answers.
     """
 
     def __init__(self, params: DecodingParams, seeds: Sequence[int], device):
