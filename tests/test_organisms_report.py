@@ -9,7 +9,7 @@ DESIGN2 = paths.ORGANISMS / "results" / "design2"
 
 
 def test_committed_report_is_what_the_csv_generates(tmp_path):
-    out = report.write_design2_report(DESIGN2 / "study.csv", tmp_path / "report.md")
+    out = report.write_report(DESIGN2 / "study.csv", tmp_path / "report.md")
     committed = (DESIGN2 / "report.md").read_text()
     # the generated text names the CSV it was given; compare the tables
     strip = lambda t: t.split("## Bars per size and seed", 1)[1]  # noqa: E731

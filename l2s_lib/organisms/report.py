@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from l2s_lib.studies.claims import ACC_TOL, MIN_SHORTENING
+from l2s_lib.thresholds import ACC_TOL, MIN_SHORTENING
 
 #: The headline bar of issue 5, in the units of the study CSV (fractions): the compendium's reading of "keeps
-#: accuracy" and "much shorter", shared with the notebooks' verdicts (``studies.claims``).
+#: accuracy" and "much shorter", shared with the notebooks' verdicts (``l2s_lib.thresholds``).
 BAR_ACC_TOL = ACC_TOL / 100
 BAR_SHORTER = MIN_SHORTENING / 100
 
@@ -224,8 +224,9 @@ def shipped_table(sizes=None, bench: str = "org_levels") -> str:
     return "\n".join(out)
 
 
-def write_design2_report(study_csv: str | Path, out_md: str | Path) -> Path:
-    """The generated tables of the ladder sweep (bars, broken zone, control, per-level) and its figure."""
+def write_report(study_csv: str | Path, out_md: str | Path, title: str | None = None) -> Path:
+    """The generated tables of a ladder sweep (bars, broken zone, control, per-level) and its figure, beside
+    ``out_md``; ``title`` names the sweep (default: the CSV's folder)."""
     df = load(study_csv)
     out_md = Path(out_md)
     fig = ladder_figure(df, out_md.with_name("ladder_sweep.png"))
@@ -250,4 +251,4 @@ if __name__ == "__main__":  # python -m l2s_lib.organisms.report STUDY_CSV [OUT_
     import sys
 
     csv_path = Path(sys.argv[1])
-    print(write_design2_report(csv_path, Path(sys.argv[2]) if len(sys.argv) > 2 else csv_path.with_name("report.md")))
+    print(write_report(csv_path, Path(sys.argv[2]) if len(sys.argv) > 2 else csv_path.with_name("report.md")))

@@ -13,8 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-ACC_TOL = 5.0  # points of mean accuracy below System 2 that still count as "keeps accuracy"
-MIN_SHORTENING = 30.0  # % shorter than System 2 that counts as "much shorter"
+from l2s_lib.thresholds import ACC_TOL, MIN_SHORTENING  # noqa: F401  (shared with the organism report)
 
 
 def verdicts(avg: pd.DataFrame, system2: str, merges: Sequence[str], acc_tol: float = ACC_TOL,
