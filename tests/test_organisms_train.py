@@ -162,3 +162,30 @@ def test_training_twice_gives_identical_weights_and_records_them(tmp_path):
     train.train_organism("1m", tmp_path / "c", seed=4, recipe=recipe, progress=False)
     other = json.loads((tmp_path / "c" / "train_log.json").read_text())["sha256"]
     assert other["system1"] != logs[0]["sha256"]["system1"]
+
+
+def test_cli_sweep_trains_a_job_per_process_and_records_it(tmp_path):
+    from l2s_lib.cli import main
+
+    out = tmp_path / "out"
+    assert main(["organisms", "sweep", "--jobs", "tiring:1m:0:0.002", "--device", "cpu", "--train-only",
+                 "--out", str(out), "--ckpt", str(tmp_path / "ck")]) == 0
+    job = json.loads((out / "jobs.jsonl").read_text())
+    assert job["job"] == "tiring:1m:0:0.002" and job["deterministic"] and job["study_seconds"] is None
+    assert set(job["sha256"]) == {"base", "system1", "system2", "dpo", "system2_equal"}
+    assert json.loads((out / "sweep.json").read_text())["command"].startswith("l2s organisms sweep --jobs")
+    assert (out / "study.csv").read_text().startswith("style,size,seed,model")
+
+
+def test_sweep_ladder_jobs_and_bad_input():
+    import argparse
+
+    from l2s_lib.errors import ConfigError
+    from l2s_lib.organisms import sweep
+
+    ap = argparse.ArgumentParser()
+    sweep.add_arguments(ap)
+    args = ap.parse_args(["--ladder", "1m", "6m", "--seeds", "0", "1", "--out", "o", "--ckpt", "c"])
+    assert sweep.job_list(args) == ["tiring:1m:0", "tiring:1m:1", "tiring:6m:0", "tiring:6m:1"]
+    with pytest.raises(ConfigError, match="no job"):
+        sweep.job_list(ap.parse_args(["--out", "o", "--ckpt", "c"]))

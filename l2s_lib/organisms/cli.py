@@ -34,11 +34,10 @@ def _train(args) -> int:
 
 def _sweep(args) -> int:
     import shlex
-    import sys
 
     from l2s_lib.organisms import sweep
 
-    args.command_line = shlex.join(["l2s"] + sys.argv[1:]) if sys.argv[0].endswith("l2s") else None
+    args.command_line = shlex.join(["l2s"] + args.argv)  # recorded in OUT/sweep.json
     return sweep.run(args)
 
 
