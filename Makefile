@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 export PYDEVD_DISABLE_FILE_VALIDATION ?= 1
 
-.PHONY: setup test test-unit test-notebooks reproduce notebooks sync clean-cache
+.PHONY: setup test test-unit test-notebooks test-browser browser-deps reproduce notebooks sync clean-cache lab site
 
 setup: $(STAMP)
 
@@ -21,11 +21,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-## make test: unit tests, then nbval over the committed notebooks (lax mode, shared sanitizer).
-test: test-unit test-notebooks
+## make test: unit tests, nbval over the committed notebooks (lax mode, shared sanitizer), then the browser tests
+## (JupyterLab run-all, the HTML edition) in Debian's headless Chromium.
+test: test-unit test-notebooks test-browser
 
 test-unit: $(STAMP)
-	$(BIN)/python -m pytest -q tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q tests --ignore=tests/browser $(PYTEST_ARGS)
+
+# Debian's Chromium: installed here when we are root (CI, containers); otherwise the tests say how to get it.
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing Debian's chromium for the browser tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "browser tests need Chromium: sudo apt-get install chromium (they are skipped without it)"; fi; }
+
+test-browser: $(STAMP) browser-deps
+	$(BIN)/python -m pytest -q -p no:cacheprovider tests/browser $(PYTEST_ARGS)
 
 test-notebooks: $(STAMP)
 	@if [ -n "$(NOTEBOOKS)" ]; then \
@@ -47,8 +59,17 @@ notebooks: $(STAMP)
 	@for nb in $(NOTEBOOKS); do \
 	  $(BIN)/jupytext --sync $$nb && \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 $$nb || exit 1; \
+	  $(BIN)/python -m l2s_lib.studies.outputs $$nb || exit 1; \
 	  $(BIN)/jupytext --sync $$nb; \
 	done
+
+## make lab: JupyterLab on the repository with the project's kernel (python3 in .venv), on 127.0.0.1.
+lab: $(STAMP)
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.root_dir=$(CURDIR) notebooks/
+
+## make site: the HTML edition of the executed notebooks and an index of claims and verdicts, into site/.
+site: $(STAMP)
+	$(BIN)/python -m l2s_lib.site site
 
 sync: $(STAMP)
 	$(BIN)/jupytext --sync notebooks/*.py

@@ -24,8 +24,6 @@ import os
 import re
 import secrets
 import shutil
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -271,23 +269,33 @@ def parameter_count(path_or_hub_id: str | os.PathLike) -> int:
     return sum(ck.info(n).numel for n in ck.tensor_names())
 
 
-def open_model(path_or_hub_id: str | os.PathLike) -> ModelCheckpoint:
-    """Open a checkpoint from a local folder, or from the Hugging Face hub when it is not one.
+def resolve_model(path_or_hub_id: str | os.PathLike) -> tuple[Path, str | None]:
+    """``(local folder, hub id or None)`` of a model given as a folder or a Hugging Face hub id.
 
-    Hub downloads fetch only safetensors, json and tokenizer files (``snapshot_download`` reuses the
-    local cache, and works offline when the model is cached). Raises ``CheckpointError`` with the reason
-    (missing folder, offline and not cached, pickle-only weights ...).
+    The one resolver of the library (merges, evaluations, parameter counts). An existing path must be a
+    folder; anything else must look like a hub id (``name`` or ``org/name``, no path syntax) and is fetched
+    with ``snapshot_download`` (safetensors, json and tokenizer files only; the local cache is reused, and
+    works offline when the model is cached). ``CheckpointError`` says why otherwise.
     """
     ref = str(path_or_hub_id)
     local = Path(ref).expanduser()
     if local.exists():
         if not local.is_dir():
             raise CheckpointError(f"{ref}: a model must be a folder with config.json and safetensors weights")
-        return ModelCheckpoint(local.resolve(), ref=ref)
+        return local.resolve(), None
     looks_like_path = ref.startswith((".", "/", "~")) or ref.count("/") > 1 or "\\" in ref
     if looks_like_path or not _HUB_ID.match(ref):
         raise CheckpointError(f"{ref}: no such model folder (and not a hub id of the form 'org/name')")
-    return ModelCheckpoint(_download(ref), ref=ref, hub_id=ref)
+    return _download(ref), ref
+
+
+def open_model(path_or_hub_id: str | os.PathLike) -> ModelCheckpoint:
+    """Open a checkpoint from a local folder or a hub id (``resolve_model``); tensors are read lazily.
+
+    Raises ``CheckpointError`` with the reason (missing folder, offline and not cached, pickle-only
+    weights ...)."""
+    folder, hub_id = resolve_model(path_or_hub_id)
+    return ModelCheckpoint(folder, ref=str(path_or_hub_id), hub_id=hub_id)
 
 
 def _download(repo_id: str) -> Path:
@@ -306,7 +314,7 @@ def _download(repo_id: str) -> Path:
         )
         raise CheckpointError(
             f"{repo_id}: not a local folder and cannot be downloaded ({hint}: {type(exc).__name__}: {exc}). "
-            "Download it on a connected machine (huggingface-cli download "
+            "Download it on a connected machine (hf download "
             f"{repo_id}) or pass a local folder."
         ) from None
     return Path(folder)
@@ -535,36 +543,3 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-# ---------------------------------------------------------------------------------------------------
-# Provenance helpers
-# ---------------------------------------------------------------------------------------------------
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries that determine a merge's numbers."""
-    import importlib.metadata as md
-
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("l2s-lib", "torch", "safetensors", "transformers", "numpy", "huggingface_hub"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            continue
-    return out
-
-
-def git_revision(root: Path | None = None) -> str | None:
-    """``<sha>`` (``+dirty`` when the tree has changes) of the repository holding this package, if any."""
-    from l2s_lib import paths
-
-    root = root or paths.ROOT
-    try:
-        sha = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return sha + ("+dirty" if dirty else "") if sha else None

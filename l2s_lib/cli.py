@@ -9,19 +9,16 @@ module only assembles them. Sub-command handlers return an exit code; errors tha
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
 from l2s_lib.errors import L2SError
+from l2s_lib.eval import cli as eval_cli
+from l2s_lib.merge import cli as merge_cli
+from l2s_lib.organisms import cli as organisms_cli
+from l2s_lib.studies import cli as studies_cli
 
-# Modules that provide ``register(subparsers)``. Missing ones are skipped so that a partial
-# install (no eval extra, say) still gives the commands it can.
-_AREAS = (
-    "l2s_lib.merge.cli",
-    "l2s_lib.eval.cli",
-    "l2s_lib.organisms.cli",
-    "l2s_lib.studies.cli",
-)
+#: The areas that provide ``register(subparsers)``: every one ships with the package.
+AREAS = (merge_cli, eval_cli, organisms_cli, studies_cli)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,15 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Long-to-short reasoning by model merging (Wu et al. 2025): merge, evaluate, study.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for area in _AREAS:
-        try:
-            module = importlib.import_module(area)
-        except ModuleNotFoundError as exc:
-            # Only skip areas that are genuinely absent, not areas with a broken import inside.
-            if exc.name == area:
-                continue
-            raise
-        module.register(sub)
+    for area in AREAS:
+        area.register(sub)
     return parser
 
 

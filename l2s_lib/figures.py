@@ -10,13 +10,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import matplotlib
+# No matplotlib.use() here: forcing a backend at import time replaced the notebook kernel's inline backend, so
+# no figure was ever shown in a notebook. Without a display matplotlib already picks a headless backend (Agg).
+import matplotlib.pyplot as plt
+import seaborn as sns
 
-matplotlib.use("Agg", force=False)  # headless by default; notebooks keep their inline backend
-import matplotlib.pyplot as plt  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from l2s_lib import paths  # noqa: E402
+from l2s_lib import paths
 
 _NAME = re.compile(r"^(fig|tab)[0-9]+[a-z]?_[a-z0-9_]+$")
 PNG_DPI = 150

@@ -8,14 +8,13 @@ figure regenerates without re-running merges or generation.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from l2s_lib import paths
+from l2s_lib.files import atomic_write_text
 from l2s_lib.provenance import environment_info
 
 FLOAT_FORMAT = "%.6g"  # enough for accuracies and lengths, stable across platforms
@@ -26,20 +25,6 @@ def result_dir(study: str, config: str = "default") -> Path:
     d = paths.results_dir() / study / config
     d.mkdir(parents=True, exist_ok=True)
     return d
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary shared files
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write(df: pd.DataFrame, study: str, name: str, config: str = "default", params: dict[str, Any] | None = None) -> Path:
@@ -55,10 +40,10 @@ def write(df: pd.DataFrame, study: str, name: str, config: str = "default", para
             # Same numbers from the same parameters: keep the provenance of the run that first produced them,
             # so re-running a study (nbval, make reproduce) leaves committed result files untouched.
             return csv
-    _atomic_write_text(csv, text)
+    atomic_write_text(csv, text)
     # Only content that is stable run to run goes into committed sidecars: commit and versions, no timestamps.
     meta |= environment_info()
-    _atomic_write_text(sidecar, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(sidecar, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
     return csv
 
 

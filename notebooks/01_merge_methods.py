@@ -10,7 +10,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -32,7 +32,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from l2s_lib import figures, paper, results
+from l2s_lib import paper, results, show
 from l2s_lib.studies import catalog, claims, grid, notebooks, plots, tables
 
 # %% tags=["parameters"]
@@ -48,7 +48,7 @@ PROMPT = ""  # prompt for System 2, DPO and merges; "": each benchmark's default
 MAX_NEW_TOKENS = 0  # generation budget for System 2, DPO and merges; 0: each benchmark's default
 S1_PROMPT = ""  # prompt for System 1 ("cot" few-shot in the paper); "": each benchmark's default
 S1_MAX_NEW_TOKENS = 0  # budget for System 1 (8192 in the paper); 0: each benchmark's default
-LIMIT = 0  # first N problems of each benchmark; 0: all
+LIMIT = 0  # N problems of each benchmark, evenly spread over its levels; 0: all
 BACKEND = "hf"  # generation backend: hf or vllm
 DEVICE = "cpu"  # cpu or cuda
 BATCH_SIZE = 128  # generation batch size (hf backend)
@@ -58,11 +58,12 @@ CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 # %%
 STUDY = "01_merge_methods"
 params = notebooks.current_parameters(STUDY, globals())
+RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
 pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
 entries = catalog.comparison_entries(pair, METHODS, SCALE, SEED, S1_PROMPT, S1_MAX_NEW_TOKENS, PROMPT, MAX_NEW_TOKENS)
 run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
-results.write(run.summary, STUDY, "summary", CONFIG, params);
-results.write(run.records.drop(columns=["question", "response"]), STUDY, "records", CONFIG, params);
+results.write(run.summary, STUDY, "summary", RUN, params);
+results.write(run.records.drop(columns=["question", "response"]), STUDY, "records", RUN, params);
 
 # %% [markdown]
 # ## Table 1: accuracy (mean length) per benchmark, mean accuracy and length change vs System 2
@@ -70,17 +71,17 @@ results.write(run.records.drop(columns=["question", "response"]), STUDY, "record
 # %%
 # NBVAL_CHECK_OUTPUT
 table1 = tables.paper_style(run.summary, system2=pair.label2, models=run.labels())
-print(table1.to_string())
+show.table(table1)
 
 # %% [markdown]
 # ## Figure 1: mean accuracy against length change, the paper's 7B models beside ours
 
 # %%
 avg = tables.average_table(run.summary, system2=pair.label2, models=run.labels())
-results.write(avg, STUDY, "average", CONFIG, params);
+results.write(avg, STUDY, "average", RUN, params);
 fig = plots.fig_merge_methods(avg, pair.label2, run.roles(), paper.read_table("table1_7b_avg"),
                               ours_title=f"This run ({pair.world} world)")
-figures.save(fig, "fig1_merge_methods", results.figure_dir(STUDY, CONFIG));
+show.figure(fig, "fig1_merge_methods", results.figure_dir(STUDY, RUN));
 
 # %% [markdown]
 # ## Does long-to-short merging hold here?
@@ -88,7 +89,7 @@ figures.save(fig, "fig1_merge_methods", results.figure_dir(STUDY, CONFIG));
 # %%
 # NBVAL_CHECK_OUTPUT
 verdicts = claims.verdicts(avg, pair.label2, run.labels("merge"))
-print(verdicts.round(1).to_string(index=False))
+show.table(verdicts.round(1), index=False)
 
 # %%
 display(Markdown(claims.merge_methods_conclusion(verdicts, world=pair.world)))

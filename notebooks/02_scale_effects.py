@@ -10,7 +10,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -33,7 +33,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from l2s_lib import figures, results
+from l2s_lib import results, show
 from l2s_lib.studies import catalog, grid, notebooks, scale, tables
 
 # %% tags=["parameters"]
@@ -50,7 +50,7 @@ PROMPT = ""  # prompt for System 2 and merges; "": each benchmark's default
 MAX_NEW_TOKENS = 0  # budget for System 2 and merges; 0: each benchmark's default
 S1_PROMPT = ""  # prompt for System 1; "": each benchmark's default
 S1_MAX_NEW_TOKENS = 0  # budget for System 1; 0: each benchmark's default
-LIMIT = 0  # first N problems of each benchmark; 0: all
+LIMIT = 0  # N problems of each benchmark, evenly spread over its levels; 0: all
 BACKEND = "hf"  # generation backend: hf or vllm
 DEVICE = "cpu"  # cpu or cuda
 BATCH_SIZE = 128  # generation batch size (hf backend)
@@ -60,15 +60,16 @@ CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 # %%
 STUDY = "02_scale_effects"
 params = notebooks.current_parameters(STUDY, globals())
+RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
 pairs = scale.ladder_pairs(SIZES, SYSTEM1, SYSTEM2, CALIBRATION, SCALE)
 mapping = scale.parse_mapping(SCALE_OF_SIZE) | ({SCALE: SCALE} if SYSTEM1 else {})
 summary = scale.run_ladder(pairs, METHODS, mapping, BENCHMARKS, seed=SEED,
                            system1_eval=catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS),
                            system2_eval=catalog.decoding(PROMPT, MAX_NEW_TOKENS), device=DEVICE, backend=BACKEND,
                            batch_size=BATCH_SIZE, limit=LIMIT or None)
-results.write(summary, STUDY, "summary", CONFIG, params);
+results.write(summary, STUDY, "summary", RUN, params);
 ladder = scale.ladder_average(summary)
-results.write(ladder, STUDY, "average", CONFIG, params);
+results.write(ladder, STUDY, "average", RUN, params);
 
 # %% [markdown]
 # ## Tables 2-4: accuracy (mean length) per benchmark at each size
@@ -76,8 +77,8 @@ results.write(ladder, STUDY, "average", CONFIG, params);
 # %%
 # NBVAL_CHECK_OUTPUT
 for size, part in summary.groupby("size", sort=False):
-    print(f"--- {size}: {int(part['n_params'].iloc[0]):,} parameters, Table 7 row {part['scale_settings'].iloc[0]}")
-    print(tables.paper_style(part, system2="System 2").to_string())
+    show.table(tables.paper_style(part, system2="System 2"),
+               f"{size}: {int(part['n_params'].iloc[0]):,} parameters, Table 7 row {part['scale_settings'].iloc[0]}")
 
 # %% [markdown]
 # ## Reflection (Tables 2-4): reflective responses and keyword frequency per reflective response
@@ -85,9 +86,9 @@ for size, part in summary.groupby("size", sort=False):
 # %%
 # NBVAL_CHECK_OUTPUT
 reflection = scale.reflection_counts(summary)
-results.write(reflection, STUDY, "reflection", CONFIG, params);
-print(reflection.pivot_table(index=["size", "model"], columns="benchmark",
-                             values=["reflective_responses", "keyword_freq"], sort=False).round(1).to_string())
+results.write(reflection, STUDY, "reflection", RUN, params);
+show.table(reflection.pivot_table(index=["size", "model"], columns="benchmark",
+                                  values=["reflective_responses", "keyword_freq"], sort=False).round(1))
 
 # %% [markdown]
 # ## Accuracy gap and length change against model size, organisms beside the paper
@@ -95,12 +96,12 @@ print(reflection.pivot_table(index=["size", "model"], columns="benchmark",
 # %%
 # NBVAL_CHECK_OUTPUT
 merge_labels = [catalog.METHODS[m] for m in METHODS.split(",")]
-print(ladder[ladder.model.isin(merge_labels)][["size", "model", "accuracy_gap", "length_change_vs_system2_pct"]]
-      .round(1).to_string(index=False))
+show.table(ladder[ladder.model.isin(merge_labels)][["size", "model", "accuracy_gap", "length_change_vs_system2_pct"]]
+           .round(1), index=False)
 
 # %%
 fig = scale.fig_scale(ladder, scale.paper_average_tables(), merge_labels)
-figures.save(fig, "fig3_scale_effects", results.figure_dir(STUDY, CONFIG));
+show.figure(fig, "fig3_scale_effects", results.figure_dir(STUDY, RUN));
 
 # %%
 display(Markdown(scale.scale_conclusion(ladder, merge_labels)))
@@ -119,8 +120,8 @@ if THREE_MODEL and pair.world == "organism" and pair.dpo:
     entries = catalog.pair_entries(pair) + scale.three_model_entries(trio, seed=SEED)
     table5 = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE,
                            limit=LIMIT or None, progress=False).summary
-    results.write(table5, STUDY, "three_model", CONFIG, params);
-    print(tables.paper_style(table5, system2="System 2").to_string())
+    results.write(table5, STUDY, "three_model", RUN, params);
+    show.table(tables.paper_style(table5, system2="System 2"))
 else:
     print("Table 5 is asked of the organisms only (set THREE_MODEL and use the organism pair).")
 

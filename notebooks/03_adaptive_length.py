@@ -10,7 +10,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -43,7 +43,7 @@ from tqdm import TqdmWarning
 # print this machine's paths into the outputs).
 warnings.simplefilter("ignore", TqdmWarning)
 
-from l2s_lib import figures, results  # noqa: E402
+from l2s_lib import results, show  # noqa: E402
 from l2s_lib.studies import adaptive_length, catalog, grid, notebooks, tables  # noqa: E402
 
 # %% tags=["parameters"]
@@ -60,7 +60,7 @@ PROMPT = ""  # prompt for System 2, DPO and merges; "": each benchmark's default
 MAX_NEW_TOKENS = 0  # generation budget for System 2, DPO and merges; 0: each benchmark's default
 S1_PROMPT = ""  # prompt for System 1 ("cot" few-shot in the paper); "": each benchmark's default
 S1_MAX_NEW_TOKENS = 0  # budget for System 1 (8192 in the paper); 0: each benchmark's default
-LIMIT = 0  # first N problems of each benchmark; 0: all
+LIMIT = 0  # N problems of each benchmark, evenly spread over its levels; 0: all
 BACKEND = "hf"  # generation backend: hf or vllm
 DEVICE = "cpu"  # cpu or cuda
 BATCH_SIZE = 128  # generation batch size (hf backend)
@@ -70,6 +70,7 @@ CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 # %%
 STUDY = "03_adaptive_length"
 params = notebooks.current_parameters(STUDY, globals())
+RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
 pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
 entries = catalog.comparison_entries(pair, METHODS, SCALE, SEED, S1_PROMPT, S1_MAX_NEW_TOKENS, PROMPT, MAX_NEW_TOKENS)
 run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
@@ -77,15 +78,15 @@ levels = adaptive_length.level_lengths(run.summary, LEVEL_BENCHMARK, run.labels(
 ours_benchmarks = adaptive_length.benchmark_lengths(tables.overall(run.summary), run.labels(),
                                                     order=adaptive_length.mean_level_order(run.summary))
 paper_benchmarks = adaptive_length.paper_benchmark_lengths(SCALE, run.labels("merge"))
-results.write(levels, STUDY, "length_by_level", CONFIG, params);
-results.write(ours_benchmarks, STUDY, "length_by_benchmark", CONFIG, params);
+results.write(levels, STUDY, "length_by_level", RUN, params);
+results.write(ours_benchmarks, STUDY, "length_by_benchmark", RUN, params);
 
 # %% [markdown]
 # ## Figure 2a: mean length (tokens) by difficulty level
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(adaptive_length.level_table(levels).to_string())
+show.table(adaptive_length.level_table(levels))
 
 # %% [markdown]
 # ## Rank correlation of length with difficulty, per model
@@ -98,17 +99,17 @@ print(adaptive_length.level_table(levels).to_string())
 level_corr = adaptive_length.level_correlations(run.records, LEVEL_BENCHMARK, run.labels())
 ours_corr = adaptive_length.benchmark_correlations(ours_benchmarks)
 paper_corr = adaptive_length.benchmark_correlations(paper_benchmarks)
-results.write(level_corr, STUDY, "level_correlations", CONFIG, params);
-results.write(ours_corr, STUDY, "benchmark_correlations", CONFIG, params);
-results.write(paper_corr, STUDY, "paper_benchmark_correlations", CONFIG, params);
+results.write(level_corr, STUDY, "level_correlations", RUN, params);
+results.write(ours_corr, STUDY, "benchmark_correlations", RUN, params);
+results.write(paper_corr, STUDY, "paper_benchmark_correlations", RUN, params);
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(adaptive_length.rounded(level_corr).to_string(index=False))
-print("\nby benchmark, ours (easiest -> hardest:", " < ".join(adaptive_length.order_of(ours_benchmarks)) + ")")
-print(adaptive_length.rounded(ours_corr).to_string(index=False))
-print("\nby benchmark, paper (easiest -> hardest:", " < ".join(adaptive_length.order_of(paper_benchmarks)) + ")")
-print(adaptive_length.rounded(paper_corr).to_string(index=False))
+show.table(adaptive_length.rounded(level_corr), "by difficulty level", index=False)
+show.table(adaptive_length.rounded(ours_corr), index=False,
+           caption="by benchmark, ours (easiest -> hardest: " + " < ".join(adaptive_length.order_of(ours_benchmarks)) + ")")
+show.table(adaptive_length.rounded(paper_corr), index=False,
+           caption="by benchmark, paper (easiest -> hardest: " + " < ".join(adaptive_length.order_of(paper_benchmarks)) + ")")
 
 # %% [markdown]
 # ## Length change against System 2 at each level (%)
@@ -116,8 +117,8 @@ print(adaptive_length.rounded(paper_corr).to_string(index=False))
 # %%
 # NBVAL_CHECK_OUTPUT
 shortening = adaptive_length.shortening_by_level(levels, pair.label2)
-results.write(shortening.reset_index(), STUDY, "length_change_by_level", CONFIG, params);
-print(shortening.round(1).to_string())
+results.write(shortening.reset_index(), STUDY, "length_change_by_level", RUN, params);
+show.table(shortening.round(1))
 
 # %% [markdown]
 # ## Figure 2a: the paper's lengths by benchmark beside ours by benchmark and by level
@@ -126,7 +127,7 @@ print(shortening.round(1).to_string())
 fig = adaptive_length.fig_adaptive_length(levels, ours_benchmarks, paper_benchmarks, run.roles(), LEVEL_BENCHMARK,
                                           paper_title=f"Paper {adaptive_length.PAPER_SCALES[SCALE]}",
                                           ours_title=f"This run ({pair.world})")
-figures.save(fig, "fig2a_adaptive_length", results.figure_dir(STUDY, CONFIG));
+show.figure(fig, "fig2a_adaptive_length", results.figure_dir(STUDY, RUN));
 
 # %% [markdown]
 # ## Do the merges adapt their length to difficulty?

@@ -10,7 +10,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -46,7 +46,7 @@ from tqdm import TqdmWarning
 # print this machine's paths into the outputs).
 warnings.simplefilter("ignore", TqdmWarning)
 
-from l2s_lib import figures, results  # noqa: E402
+from l2s_lib import results, show  # noqa: E402
 from l2s_lib.studies import catalog, grid, notebooks, self_critique  # noqa: E402
 
 # %% tags=["parameters"]
@@ -63,7 +63,7 @@ PROMPT = ""  # prompt for System 2, DPO and merges; "": each benchmark's default
 MAX_NEW_TOKENS = 0  # generation budget for System 2, DPO and merges; 0: each benchmark's default
 S1_PROMPT = ""  # prompt for System 1 ("cot" few-shot in the paper); "": each benchmark's default
 S1_MAX_NEW_TOKENS = 0  # budget for System 1 (8192 in the paper); 0: each benchmark's default
-LIMIT = 0  # first N problems of each benchmark; 0: all
+LIMIT = 0  # N problems of each benchmark, evenly spread over its levels; 0: all
 PROBE_PER_LEVEL = 10  # self-correction probe: problems per level of LEVEL_BENCHMARK (0: all)
 PROBE_MAX_NEW_TOKENS = 200  # self-correction probe: budget of each continuation (a repair needs about 130 at level 5)
 BACKEND = "hf"  # generation backend: hf or vllm
@@ -75,11 +75,12 @@ CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 # %%
 STUDY = "04_self_critique"
 params = notebooks.current_parameters(STUDY, globals())
+RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
 pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
 entries = catalog.comparison_entries(pair, METHODS, SCALE, SEED, S1_PROMPT, S1_MAX_NEW_TOKENS, PROMPT, MAX_NEW_TOKENS)
 run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
 reflection = self_critique.reflection_table(run.records)
-results.write(reflection, STUDY, "reflection", CONFIG, params);
+results.write(reflection, STUDY, "reflection", RUN, params);
 
 # %% [markdown]
 # ## Table 6: reflective responses (%) per benchmark, ours (paper keyword list) and the paper's 7B
@@ -87,34 +88,33 @@ results.write(reflection, STUDY, "reflection", CONFIG, params);
 # %%
 # NBVAL_CHECK_OUTPUT
 table6 = self_critique.by_benchmark(reflection, models=run.labels())
-print(table6.round(1).to_string())
-print("\npaper, 7B (Table 6):")
-print(self_critique.paper_table6().to_string())
+show.table(table6.round(1), "this run")
+show.table(self_critique.paper_table6(), "paper, 7B (Table 6)")
 
 # %%
 fig = self_critique.fig_table6(table6, self_critique.paper_table6(), ours_title=f"This run ({pair.world})")
-figures.save(fig, "tab6_reflection", results.figure_dir(STUDY, CONFIG));
+show.figure(fig, "tab6_reflection", results.figure_dir(STUDY, RUN));
 
 # %% [markdown]
 # ## Keyword lists side by side: reflective share (%) and keywords per reflective response, all benchmarks pooled
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(self_critique.keyword_lists_side_by_side(reflection, run.labels()).to_string())
+show.table(self_critique.keyword_lists_side_by_side(reflection, run.labels()))
 
 # %% [markdown]
 # ## Figure 2b: reflective responses and keyword frequency by difficulty level
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("reflective responses (%), paper list")
-print(self_critique.by_level(reflection, LEVEL_BENCHMARK, models=run.labels()).round(1).to_string())
-print("\nkeywords per reflective response, paper list")
-print(self_critique.by_level(reflection, LEVEL_BENCHMARK, "keyword_freq", models=run.labels()).round(2).to_string())
+show.table(self_critique.by_level(reflection, LEVEL_BENCHMARK, models=run.labels()).round(1),
+           "reflective responses (%), paper list")
+show.table(self_critique.by_level(reflection, LEVEL_BENCHMARK, "keyword_freq", models=run.labels()).round(2),
+           "keywords per reflective response, paper list")
 
 # %%
 fig = self_critique.fig_reflection_by_level(reflection, LEVEL_BENCHMARK, run.roles(), ours_title=f"This run ({pair.world})")
-figures.save(fig, "fig2b_reflection_by_level", results.figure_dir(STUDY, CONFIG));
+show.figure(fig, "fig2b_reflection_by_level", results.figure_dir(STUDY, RUN));
 
 # %% [markdown]
 # ## Beyond the paper: the self-correction probe
@@ -126,20 +126,18 @@ figures.save(fig, "fig2b_reflection_by_level", results.figure_dir(STUDY, CONFIG)
 # %%
 probe = self_critique.correction_probe(entries, pair.world, LEVEL_BENCHMARK, PROBE_PER_LEVEL, SEED,
                                        PROBE_MAX_NEW_TOKENS, BATCH_SIZE, DEVICE)
-results.write(probe.summary, STUDY, "correction_probe", CONFIG, params);
-results.write(probe.rows.drop(columns=["continuation"]), STUDY, "correction_probe_rows", CONFIG, params);
+results.write(probe.summary, STUDY, "correction_probe", RUN, params);
+results.write(probe.rows.drop(columns=["continuation"]), STUDY, "correction_probe_rows", RUN, params);
 
 # %%
 # NBVAL_CHECK_OUTPUT
 print(probe.note())
-print("\nrepaired (%) by level")
-print(self_critique.probe_overview(probe, "repaired_pct").to_string())
-print("\nnoticed (%) by level")
-print(self_critique.probe_overview(probe, "noticed_pct").to_string())
+show.table(self_critique.probe_overview(probe, "repaired_pct"), "repaired (%) by level")
+show.table(self_critique.probe_overview(probe, "noticed_pct"), "noticed (%) by level")
 
 # %%
 fig = self_critique.fig_probe(probe, run.roles())
-figures.save(fig, "tab6_correction_probe", results.figure_dir(STUDY, CONFIG));
+show.figure(fig, "tab6_correction_probe", results.figure_dir(STUDY, RUN));
 
 # %% [markdown]
 # ## Do the merges keep the paper's self-critique pattern?

@@ -10,7 +10,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -30,7 +30,7 @@
 # %%
 from IPython.display import Markdown, display
 
-from l2s_lib import figures, results
+from l2s_lib import results, show
 from l2s_lib.studies import catalog, grid, notebooks, sensitivity, tables
 
 # %% tags=["parameters"]
@@ -49,7 +49,7 @@ PROMPT = ""  # prompt for System 2 and merges; "": each benchmark's default
 MAX_NEW_TOKENS = 0  # budget for System 2 and merges; 0: each benchmark's default
 S1_PROMPT = ""  # prompt for System 1; "": each benchmark's default
 S1_MAX_NEW_TOKENS = 0  # budget for System 1; 0: each benchmark's default
-LIMIT = 0  # first N problems of each benchmark; 0: all
+LIMIT = 0  # N problems of each benchmark, evenly spread over its levels; 0: all
 BACKEND = "hf"  # generation backend: hf or vllm
 DEVICE = "cpu"  # cpu or cuda
 BATCH_SIZE = 128  # generation batch size (hf backend)
@@ -59,6 +59,7 @@ CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 # %%
 STUDY = "05_sensitivity"
 params = notebooks.current_parameters(STUDY, globals())
+RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
 pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, "", CALIBRATION)
 dec = catalog.decoding(PROMPT, MAX_NEW_TOKENS)
 sweeps = (sensitivity.alpha_sweep(pair, sensitivity.floats(ALPHAS), SCALE, SEED, **dec)
@@ -68,10 +69,10 @@ sweeps = (sensitivity.alpha_sweep(pair, sensitivity.floats(ALPHAS), SCALE, SEED,
                                           [int(n) for n in CALIBRATION_NS.split(",")], SCALE, SEED, **dec))
 entries = catalog.pair_entries(pair, catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS), dec)[:2] + sweeps
 run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
-results.write(run.summary, STUDY, "summary", CONFIG, params);
+results.write(run.summary, STUDY, "summary", RUN, params);
 avg = tables.average_table(run.summary, system2=pair.label2, models=run.labels()).set_index("model")
 sweep = sensitivity.sweep_table(avg.reset_index(), sweeps)
-results.write(sweep, STUDY, "sweep", CONFIG, params);
+results.write(sweep, STUDY, "sweep", RUN, params);
 
 # %% [markdown]
 # ## Task Arithmetic: accuracy and length against alpha
@@ -79,34 +80,34 @@ results.write(sweep, STUDY, "sweep", CONFIG, params);
 # %%
 # NBVAL_CHECK_OUTPUT
 cols = ["value", "avg_accuracy", "length_change_vs_system2_pct", "reflective_pct"]
-print(avg.loc[[pair.label1, pair.label2], cols[1:]].round(1).to_string())
-print(sweep[sweep.family == "ta_alpha"][cols].round(2).to_string(index=False))
+show.table(avg.loc[[pair.label1, pair.label2], cols[1:]].round(1))
+show.table(sweep[sweep.family == "ta_alpha"][cols].round(2), index=False)
 
 # %%
 fig = sensitivity.fig_alpha(sweep, avg.loc[pair.label1], avg.loc[pair.label2])
-figures.save(fig, "fig5a_alpha_sweep", results.figure_dir(STUDY, CONFIG));
+show.figure(fig, "fig5a_alpha_sweep", results.figure_dir(STUDY, RUN));
 
 # %% [markdown]
 # ## TIES trim ratio and DARE drop rate
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(sweep[sweep.family.isin(["ties_k", "dare_p"])][["family"] + cols].round(2).to_string(index=False))
+show.table(sweep[sweep.family.isin(["ties_k", "dare_p"])][["family"] + cols].round(2), index=False)
 
 # %%
 fig = sensitivity.fig_trim_drop(sweep, avg.loc[pair.label2])
-figures.save(fig, "fig5b_trim_drop", results.figure_dir(STUDY, CONFIG));
+show.figure(fig, "fig5b_trim_drop", results.figure_dir(STUDY, RUN));
 
 # %% [markdown]
 # ## Calibration data of AIM and Sens
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(sweep[sweep.family.str.startswith(("aim_", "sens_"))][["family"] + cols].round(2).to_string(index=False))
+show.table(sweep[sweep.family.str.startswith(("aim_", "sens_"))][["family"] + cols].round(2), index=False)
 
 # %%
 fig = sensitivity.fig_calibration(sweep)
-figures.save(fig, "fig5c_calibration", results.figure_dir(STUDY, CONFIG));
+show.figure(fig, "fig5c_calibration", results.figure_dir(STUDY, RUN));
 
 # %% [markdown]
 # ## Conclusion

@@ -10,7 +10,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.6
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (ipykernel)
 #     language: python
 #     name: python3
 # ---
@@ -41,7 +41,7 @@ from tqdm import TqdmWarning
 # print this machine's paths into the outputs).
 warnings.simplefilter("ignore", TqdmWarning)
 
-from l2s_lib import figures, results  # noqa: E402
+from l2s_lib import results, show  # noqa: E402
 from l2s_lib.studies import anatomy, catalog, notebooks  # noqa: E402
 
 # %% tags=["parameters"]
@@ -56,12 +56,13 @@ CONFIG = "default"  # name of this run's results folder (set by `l2s run`); note
 # %%
 STUDY = "06_task_vectors"
 params = notebooks.current_parameters(STUDY, globals())
+RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
 pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2)
 tau = anatomy.measure(pair.system1, pair.system2, scale=SCALE, device=DEVICE, seed=SEED)
 kinds = tau.kinds()
-results.write(tau.tensors, STUDY, "tensors", CONFIG, params);
-results.write(tau.spectra, STUDY, "spectra", CONFIG, params);
-results.write(kinds, STUDY, "kinds", CONFIG, params);
+results.write(tau.tensors, STUDY, "tensors", RUN, params);
+results.write(tau.spectra, STUDY, "spectra", RUN, params);
+results.write(kinds, STUDY, "kinds", RUN, params);
 
 # %% [markdown]
 # ## Anatomy of tau per tensor kind
@@ -74,11 +75,11 @@ results.write(kinds, STUDY, "kinds", CONFIG, params);
 # %%
 # NBVAL_CHECK_OUTPUT
 print(f"SVD settings at scale {SCALE}: {tau.settings}")
-print(kinds.round(3).to_string(index=False))
+show.table(kinds.round(3), index=False)
 
 # %%
 fig = anatomy.figure(tau, title=f"This run ({pair.world})")
-figures.save(fig, "fig6_task_vectors", results.figure_dir(STUDY, CONFIG));
+show.figure(fig, "fig6_task_vectors", results.figure_dir(STUDY, RUN));
 
 # %% [markdown]
 # ## The SVD methods against Task Arithmetic (notebook 01)

@@ -13,6 +13,7 @@ import torch
 from l2s_lib.errors import ConfigError
 from l2s_lib.fingerprint import model_fingerprint
 from l2s_lib.merge import calibration as cal
+from l2s_lib.tokenization import load_tokenizer
 
 FIXTURE = Path(__file__).parent / "fixtures" / "calibration" / "arithmetic.jsonl"
 
@@ -82,7 +83,7 @@ def test_s1k_field_mapping_through_datasets(tmp_path):
 
 
 def test_encode_pairs_marks_the_answer_and_truncates(tiny_pair):
-    tok = cal.load_tokenizer(tiny_pair[0])
+    tok = load_tokenizer(tiny_pair[0])
     pairs = cal.load_calibration(FIXTURE, "long", 3, 0).pairs
     enc = cal.encode_pairs(tok, pairs, "plain")
     q_ids = tok(pairs[0][0] + "\n", add_special_tokens=False)["input_ids"]
@@ -126,7 +127,7 @@ def test_blocks_concatenate_and_keep_the_remainder():
 
 def test_sensitivity_is_per_sample_abs_theta_times_grad(tiny_pair):
     calib = cal.load_calibration(FIXTURE, "short", 2, 0)
-    tok = cal.load_tokenizer(tiny_pair[0])
+    tok = load_tokenizer(tiny_pair[0])
     enc = cal.encode_pairs(tok, calib.pairs, "plain", 64)
     model = cal.load_causal_lm(tiny_pair[0], torch.device("cpu"), torch.float32)
     sens = cal.sensitivity_pass(model, enc, progress=False)
@@ -143,7 +144,7 @@ def test_sensitivity_is_per_sample_abs_theta_times_grad(tiny_pair):
 
 
 def test_batched_hidden_states_match_one_at_a_time(tiny_pair):
-    tok = cal.load_tokenizer(tiny_pair[0])
+    tok = load_tokenizer(tiny_pair[0])
     enc = cal.encode_pairs(tok, cal.load_calibration(FIXTURE, "both", 4, 0).pairs, "plain")
     assert len({e.ids.numel() for e in enc}) > 1  # padding really happens
     model = cal.load_causal_lm(tiny_pair[0], torch.device("cpu"), torch.float32)
@@ -170,7 +171,7 @@ def test_sens_statistics_are_cached(tiny_pair, monkeypatch):
         alive.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(cal, "load_causal_lm", one_at_a_time)
+    monkeypatch.setattr(cal.passes, "load_causal_lm", one_at_a_time)
     first = cal.sens_statistics(parts, tokenizer_path=s1, max_length=64, progress=False)
     assert first["passes"] == 2 and first["cache_hits"] == 0 and len(alive) == 2
     d = first["distances"]
@@ -180,7 +181,7 @@ def test_sens_statistics_are_cached(tiny_pair, monkeypatch):
     def no_model(*a, **k):
         raise AssertionError("a cached statistic must not load a model")
 
-    monkeypatch.setattr(cal, "load_causal_lm", no_model)
+    monkeypatch.setattr(cal.passes, "load_causal_lm", no_model)
     again = cal.sens_statistics(parts, tokenizer_path=s1, max_length=64, progress=False)
     assert again["passes"] == 0 and again["cache_hits"] == 3
     assert again["sensitivities"] == first["sensitivities"] and again["distances"] == first["distances"]
@@ -197,7 +198,7 @@ def test_calibration_passes_on_cuda_match_cpu(tiny_pair):
                                         progress=False)
     for k in cpu:
         torch.testing.assert_close(gpu[k], cpu[k], rtol=1e-3, atol=1e-5)
-    tok = cal.load_tokenizer(tiny_pair[0])
+    tok = load_tokenizer(tiny_pair[0])
     enc = cal.encode_pairs(tok, calib.pairs, "plain", 64)
     sens = [cal.sensitivity_pass(cal.load_causal_lm(tiny_pair[0], torch.device(d), torch.float32), enc, device=d,
                                  progress=False) for d in ("cpu", "cuda")]

@@ -92,6 +92,24 @@ def test_hub_id_offline_gives_a_clear_error(monkeypatch, tmp_path):
         ck.open_model("l2s-test-org/no-such-model")
 
 
+def test_one_resolver_for_merges_and_evaluations(monkeypatch, tiny_pair, tmp_path):
+    from l2s_lib.eval import runner
+
+    s1 = tiny_pair[0]
+    assert ck.resolve_model(s1) == (s1.resolve(), None)
+    assert runner.resolve_model_dir(s1) == s1.resolve() == ck.open_model(s1).path
+    fetched = []
+    monkeypatch.setattr(ck, "_download", lambda repo_id: fetched.append(repo_id) or tmp_path)
+    assert runner.resolve_model_dir("org/name") == tmp_path and ck.resolve_model("org/name") == (tmp_path, "org/name")
+    assert fetched == ["org/name", "org/name"]
+    for bad in ("./missing", "a/b/c", "/abs/missing", "bad id!"):
+        with pytest.raises(CheckpointError, match="no such model folder"):
+            runner.resolve_model_dir(bad)
+        with pytest.raises(CheckpointError, match="no such model folder"):
+            ck.open_model(bad)
+    assert not fetched[2:]  # path-like references never reach the hub
+
+
 def test_writer_plans_shards_writes_blocks_and_renames(tmp_path):
     target = tmp_path / "out"
     tensors = {

@@ -31,7 +31,7 @@ def test_every_layout_reads_its_fixture(name):
     assert problems[0].idx == first_id and problems[0].answer == first_answer
     assert all(p.question and p.answer for p in problems)
     assert sorted({p.level for p in problems}, key=str) == sorted(levels, key=str)
-    assert bm.load_benchmark(name, path=FIXTURES / name / "test.jsonl", limit=2) == problems[:2]
+    assert bm.load_benchmark(name, path=FIXTURES / name / "test.jsonl", limit=2) == bm.spread(problems, 2)
 
 
 def test_layout_specific_answers():
@@ -119,3 +119,57 @@ def test_last_boxed():
     assert bm.last_boxed(r"\boxed{x} then \boxed{unbalanced") == "x"
     assert bm.last_boxed(r"\boxed 7 done") == "7"
     assert bm.last_boxed("none") is None
+
+
+def test_spread_keeps_every_level_of_a_sorted_file():
+    rows = [{"level": lv, "i": i} for lv in range(1, 6) for i in range(100)]
+    picked = bm.spread(rows, 20)
+    assert len(picked) == 20 and picked == sorted(picked, key=rows.index)
+    assert {lv: sum(r["level"] == lv for r in picked) for lv in range(1, 6)} == {lv: 4 for lv in range(1, 6)}
+    assert bm.spread(rows, 1) == [rows[0]]
+    assert bm.spread(rows[:3], 10) == rows[:3]
+
+
+def test_a_limited_org_levels_run_sees_every_level():
+    levels = {p.level for p in bm.load_benchmark("org_levels", limit=20)}
+    assert levels == {1, 2, 3, 4, 5}
+
+
+@pytest.mark.parametrize("name, expected", [("math500", "math500"), ("minerva_math", "minerva_math"),
+                                            ("olympiadbench", "olympiadbench")])
+def test_the_layout_of_a_toolkit_file_is_told_from_its_rows(name, expected):
+    assert bm.infer_layout(FIXTURES / name / "test.jsonl") == expected
+
+
+def test_an_organism_benchmark_file_needs_no_layout(tmp_path):
+    from l2s_lib import paths
+
+    # The file `l2s organisms benchmark` writes: idx, problem, answer, level.
+    assert bm.infer_layout(paths.ROOT / "data" / "organisms" / "benchmarks" / "org_levels.jsonl") == "math500"
+
+
+def test_a_file_two_layouts_read_differently_keeps_the_error(tmp_path):
+    f = tmp_path / "mixed.jsonl"
+    f.write_text(json.dumps({"question": "How many?", "answer": "Six and one. #### 7"}) + "\n")
+    with pytest.raises(ConfigError, match="cannot tell its layout.*gsm8k.*college_math|cannot tell its layout.*college_math.*gsm8k"):
+        bm.infer_layout(f)
+    unknown = tmp_path / "unknown.jsonl"
+    unknown.write_text(json.dumps({"prompt": "x", "target": "1"}) + "\n")
+    with pytest.raises(ConfigError, match="layouts that read it: none"):
+        bm.infer_layout(unknown)
+
+
+def test_yes_no_questions_get_the_toolkits_suffix():
+    rows = [{"question": "Is the set closed?", "answer": "Yes."}, {"question": "Is it open?", "answer": "$No$"},
+            {"question": "True or not: 1 < 2.", "answer": "True"}, {"question": "What is 2+2?", "answer": "4"},
+            {"question": "Name the test.", "answer": "Nope"}]
+    qs = [p.question for p in bm.parse_rows(rows, "college_math")]
+    assert qs == ["Is the set closed? (Yes or No)", "Is it open? (Yes or No)", "True or not: 1 < 2. (True or False)",
+                  "What is 2+2?", "Name the test."]
+    assert bm.question_suffix(r"\text{no}") == " (Yes or No)"
+
+
+def test_boxed_contents_skip_cut_off_boxes():
+    text = r"\boxed{1} and \boxed{\frac{2}{3}} then \boxed 4 and \boxed{5"
+    assert bm.boxed_contents(text) == ["1", r"\frac{2}{3}", "4"]
+    assert bm.last_boxed(text) == "4"

@@ -14,13 +14,27 @@ def tokenizer():
     return tiny.build_tokenizer(512)
 
 
-def test_qwen25_math_cot_is_the_toolkits_chatml(tokenizer):
-    text = prompts.build_prompt("qwen25-math-cot", "What is 2+3?", tokenizer)
-    expected = ("<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}."
+EXPECTED_COT = ("<|im_start|>system\nPlease reason step by step, and put your final answer within \\boxed{}."
                 "<|im_end|>\n<|im_start|>user\nWhat is 2+3?<|im_end|>\n<|im_start|>assistant\n")
-    assert text == expected
-    # Without a chat template, the toolkit's literal ChatML is written.
-    assert prompts.build_prompt("qwen25-math-cot", "What is 2+3?", None) == expected
+
+# DeepSeek-R1-Distill's template, reduced: BOS, no system turn kept, its own role markers.
+R1_TEMPLATE = ("{{ bos_token }}{%- for m in messages %}{%- if m['role'] == 'user' %}{{ '<\uff5cUser\uff5c>' + "
+               "m['content'] }}{%- endif %}{%- endfor %}{%- if add_generation_prompt %}"
+               "{{ '<\uff5cAssistant\uff5c><think>\\n' }}{%- endif %}")
+
+
+def test_qwen25_math_cot_is_the_toolkits_chatml_under_any_template(tokenizer):
+    assert prompts.build_prompt("qwen25-math-cot", "What is 2+3?", tokenizer) == EXPECTED_COT
+    assert prompts.build_prompt("qwen25-math-cot", "What is 2+3?", None) == EXPECTED_COT
+    r1 = tiny.build_tokenizer(512)
+    r1.chat_template = R1_TEMPLATE
+    r1.bos_token = "<|endoftext|>"
+    # The paper never applies a chat template: System 2 gets the same literal ChatML text.
+    assert prompts.build_prompt("qwen25-math-cot", "What is 2+3?", r1) == EXPECTED_COT
+    # The template-applying variant has its own name and does follow the model's template.
+    chat = prompts.build_prompt("qwen25-math-cot-chat", "What is 2+3?", r1)
+    assert chat.startswith("<|endoftext|>") and "<\uff5cUser\uff5c>What is 2+3?" in chat
+    assert prompts.build_prompt("qwen25-math-cot-chat", "What is 2+3?", tokenizer) == EXPECTED_COT
 
 
 def test_chat_uses_the_models_template_without_system(tokenizer):

@@ -57,6 +57,12 @@ class NoGenerationBackend(HFBackend):
         raise AssertionError("a finished run must be served from the cache")
 
 
+def res_prompt(tok, question):
+    from l2s_lib.eval.prompts import build_prompt
+
+    return build_prompt("qwen25-math-cot", question, tok)
+
+
 def test_records_and_summary(model_dir, benches, tmp_path):
     res = evaluate(model_dir, benches, max_new_tokens=BUDGET, batch_size=3, use_cache=False, progress=False,
                    out_dir=tmp_path / "out", model_name="tiny-s2")
@@ -70,13 +76,62 @@ def test_records_and_summary(model_dir, benches, tmp_path):
     assert list(s[s.benchmark == "math500"]["level"]) == ["1", "2", "3", "5", "all"]
     assert list(s[s.benchmark == "gsm8k"]["level"]) == ["all"]
     row = s[(s.benchmark == "math500") & (s.level == "all")].iloc[0]
-    assert row.n == 5 and row.mean_tokens == rec[rec.benchmark == "math500"]["n_tokens"].mean()
+    # The real benchmarks default to the paper code's statistics: its length count and keyword regex.
+    assert row.n == 5 and row.mean_tokens == rec[rec.benchmark == "math500"]["n_tokens_paper"].mean()
+    assert row.length_count == "paper" and row.keywords == "paper-code"
+    from l2s_lib.tokenization import load_tokenizer
+
+    tok = load_tokenizer(model_dir)
+    assert list(rec["n_tokens_paper"]) == [len(tok(t.strip())["input_ids"]) for t in rec["response"]]
+    assert list(rec["prompt_tokens"]) == [len(tok(q)["input_ids"]) for q in
+                                          [res_prompt(tok, q) for q in rec["question"]]]
+    assert row.accuracy_truncated_wrong == metrics.accuracy(
+        rec[rec.benchmark == "math500"]["correct"] & ~rec[rec.benchmark == "math500"]["truncated"])
     # Files for the notebooks and the CLI.
     written = pd.read_csv(tmp_path / "out" / "summary.csv")
     assert list(written.columns) == metrics.SUMMARY_COLUMNS and len(written) == len(s)
     lines = (tmp_path / "out" / "samples.jsonl").read_text().splitlines()
     assert len(lines) == 9 and json.loads(lines[0])["idx"] == "test/prealgebra/9001.json"
     assert res.settings["benchmarks"]["math500"]["prompt"] == "qwen25-math-cot"
+    generated = evaluate(model_dir, benches, max_new_tokens=BUDGET, batch_size=3, use_cache=False, progress=False,
+                         length="generated", keywords="paper")
+    row = generated.summary.iloc[-1]
+    assert row.length_count == "generated" and row.mean_tokens == rec[rec.benchmark == "gsm8k"]["n_tokens"].mean()
+
+
+def test_context_beyond_the_positions_is_reported_with_the_fix(tmp_path):
+    from l2s_lib import tiny
+    from l2s_lib.errors import ConfigError
+
+    short = tiny.make_model(tmp_path / "short", max_position_embeddings=100)
+    bench = benchmark_from_file(MATH500, like="math500")
+    kw = dict(batch_size=5, progress=False, use_cache=False, limit=2)
+    with pytest.raises(ConfigError, match=r"exceeds the model's 100 positions.*max_new_tokens <= \d+.*config_source"):
+        evaluate(short, bench, max_new_tokens=40, context_overflow="error", **kw)
+    with pytest.warns(UserWarning, match="exceeds the model's 100 positions"):
+        res = evaluate(short, bench, max_new_tokens=40, **kw)
+    assert res.settings["context"]["overflow"] == ["math500"] and res.settings["context"]["positions"] == 100
+    assert (res.records["prompt_tokens"] + 40 > 100).all()
+    with pytest.raises(ConfigError, match="max_model_len=20 is below"):
+        evaluate(short, bench, max_new_tokens=4, max_model_len=20, **kw)
+    with pytest.raises(ConfigError, match="context_overflow must be"):
+        evaluate(short, bench, max_new_tokens=4, context_overflow="cap", **kw)
+
+
+def test_generation_cache_tells_devices_dtypes_backends_and_context_apart(tmp_path):
+    from l2s_lib.eval.cache import generation_key
+
+    base = dict(model="fp", benchmark="math500", prompt="qwen25-math-cot", decoding={"max_new_tokens": 8},
+                identity={"backend": "hf", "dtype": "float32"}, device="cpu", max_model_len=None)
+    variants = [{}, {"device": "cuda"}, {"identity": {"backend": "hf", "dtype": "bfloat16"}},
+                {"identity": {"backend": "vllm", "dtype": "float32"}}, {"max_model_len": 4096},
+                {"max_model_len": 11264}]
+    digests = {GenerationCache(tmp_path, "math500", generation_key(**(base | v))).digest for v in variants}
+    assert len(digests) == len(variants)
+    # cuda:0 and cuda:1 decode alike; the key holds the device type
+    assert generation_key(**(base | {"device": "cuda:1"})) == generation_key(**(base | {"device": "cuda"}))
+    key = generation_key(**base)
+    assert key["versions"]["transformers"] and key["versions"]["torch"]
 
 
 def test_interrupted_run_resumes_to_the_same_records(model_dir, benches, tmp_path):
@@ -166,9 +221,21 @@ def test_cli_eval(model_dir, tmp_path, capsys):
     assert (out / "samples.jsonl").is_file() and len(pd.read_csv(out / "summary.csv")) == 5
     assert main(["eval", "--model", str(model_dir), "--benchmarks", "no_such_bench"]) == 2
     assert "unknown benchmark 'no_such_bench'" in capsys.readouterr().err
-    assert main(["eval", "--model", str(model_dir), "--benchmark-file", str(MATH500)]) == 2
-    assert "needs --layout" in capsys.readouterr().err
+    ambiguous = tmp_path / "ambiguous.jsonl"
+    ambiguous.write_text('{"question": "How many?", "answer": "Six and one. #### 7"}\n')
+    assert main(["eval", "--model", str(model_dir), "--benchmark-file", str(ambiguous)]) == 2
+    assert "cannot tell its layout" in capsys.readouterr().err
     assert main(["eval", "--model", str(tmp_path / "no_model"), "--benchmarks", "math500"]) == 2
+    capsys.readouterr()
+    rc = main(["eval", "--model", str(model_dir), "--benchmark-file", str(MATH500), "--layout", "math500",
+               "--max-new-tokens", "8", "--batch-size", "5", "--out", str(out), "--quiet", "--no-cache",
+               "--length", "generated", "--keywords", "paper", "--max-model-len", "4096"])
+    written = pd.read_csv(out / "summary.csv")
+    assert rc == 0 and set(written["length_count"]) == {"generated"} and set(written["keywords"]) == {"paper"}
+    assert json.loads((out / "settings.json").read_text())["context"]["max_model_len"] == 4096
+    assert main(["eval", "--model", str(model_dir), "--benchmark-file", str(MATH500), "--layout", "math500",
+                 "--max-new-tokens", "8", "--quiet", "--no-cache", "--max-model-len", "10"]) == 2
+    assert "max_model_len=10 is below" in capsys.readouterr().err
 
 
 def test_grades_are_cached_unless_timed_out(model_dir, tmp_path, monkeypatch):
@@ -222,3 +289,28 @@ def test_benchmark_defaults_and_level_types(model_dir, tmp_path):
     assert list(res.records["level"]) == [1, 3, 2, 2, 5, None, None, None, None]
     first, last = (json.loads(line) for line in (tmp_path / "samples.jsonl").read_text().splitlines()[::8])
     assert first["level"] == 1 and last["level"] is None
+
+
+class FakeVLLM(HFBackend):
+    """Stands in for vLLM (not installed here): a lazily started engine that takes ``max_model_len``."""
+
+    name = "vllm"
+
+    def __init__(self, model, **kw):
+        super().__init__(model, **kw)
+        self.max_model_len, self._llm = None, None
+
+
+def test_vllm_max_model_len_comes_from_the_budget_and_keys_the_cache(model_dir, tmp_path):
+    bench = benchmark_from_file(MATH500, like="math500")
+    kw = dict(progress=False, cache_dir=tmp_path / "cache", limit=2)
+    engine = FakeVLLM(model_dir, batch_size=2)
+    res = evaluate(model_dir, bench, backend=engine, max_new_tokens=BUDGET, **kw)
+    longest = res.settings["benchmarks"]["math500"]["longest_prompt_tokens"]
+    # rounded up to the step, but within the model's 2048 positions
+    assert engine.max_model_len == 1024 and longest + BUDGET <= 1024
+    keys = [json.loads(p.read_text()) for p in (tmp_path / "cache" / "generations").glob("*.key.json")]
+    assert [k["max_model_len"] for k in keys] == [1024] and keys[0]["backend"] == "vllm"
+    other = evaluate(model_dir, bench, backend=FakeVLLM(model_dir, batch_size=2), max_new_tokens=BUDGET,
+                     max_model_len=2000, **kw)
+    assert other.settings["benchmarks"]["math500"]["generated"] == 2  # another context: not served from cache

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
+from merge_helpers import load_tensors
 
 from l2s_lib.errors import ConfigError
 from l2s_lib.merge import calibration as cal
 from l2s_lib.merge import methods_activation as ma
-from l2s_lib.merge.base import MergeContext, get_method, validate_params
+from l2s_lib.merge.base import MergeContext, validate_params
+from l2s_lib.merge.registry import get_method
 
 FIXTURE = str(Path(__file__).parent / "fixtures" / "calibration" / "arithmetic.jsonl")
 
@@ -23,10 +24,7 @@ class Source:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.config: dict = {}
-        self._tensors = {}
-        for f in sorted(self.path.glob("*.safetensors")):
-            with safe_open(str(f), "pt") as h:
-                self._tensors.update({k: h.get_tensor(k) for k in h.keys()})
+        self._tensors = load_tensors(self.path)
 
     def tensor_names(self):
         return list(self._tensors)
@@ -72,13 +70,32 @@ TIES = ({"lambda": 1.0}, {"density": 0.2, "weight": 1.0})
 # --- AIM -------------------------------------------------------------------------------------------
 
 
-def test_aim_variants_are_registered_for_the_data_free_methods():
-    for name in ("aim_ties", "aim_task_arithmetic", "aim_twin", "aim_iso_c"):
-        cls = get_method(name)
+def test_aim_applies_to_every_listed_data_free_method():
+    from l2s_lib.merge import registry
+
+    wrappable = [cls.name for cls, _ in registry.METHODS if not cls.has_prepass and cls.needs_base]
+    assert {"ties", "task_arithmetic", "twin", "iso_c", "dare_ties"} <= set(wrappable)
+    for name in wrappable:
+        cls = get_method(f"aim_{name}")
+        assert cls.name == f"aim_{name}" and cls.inner is get_method(name)
         assert cls.has_prepass and cls.needs_base and "omega" in {p.name for p in cls.params}
+        assert f"aim_{name}" in registry.available_methods()
+    assert get_method("aim_ta") is get_method("aim_task_arithmetic")  # aliases of the wrapped method work
     assert {p.name for p in get_method("aim_ties").model_params} == {p.name for p in get_method("ties").model_params}
     with pytest.raises(ConfigError, match="data-free merge"):
-        ma.aim_variant("sens")
+        ma.aim(get_method("sens"))
+    with pytest.raises(ConfigError, match="'sens' is not one"):
+        get_method("aim_sens")
+    assert "aim_average" not in registry.available_methods()  # Average has no base to relax towards
+
+
+def test_aim_wraps_a_method_defined_outside_the_registry():
+    from l2s_lib.merge import methods_task_vector as tv
+
+    custom = tv.task_arithmetic_method("ta_copy", "TA copy", "https://arxiv.org/abs/2212.04089", "TA again.",
+                                       params=get_method("ta").params, model_params=get_method("ta").model_params)
+    wrapped = ma.aim(custom)
+    assert wrapped.name == "aim_ta_copy" and wrapped.inner is custom
 
 
 def test_aim_with_omega_one_is_its_input_merge(tiny_pair):
@@ -118,7 +135,7 @@ def test_aim_reuses_cached_statistics_and_is_deterministic(tiny_pair, monkeypatc
     def no_model(*a, **k):
         raise AssertionError("the second run must not run a forward pass")
 
-    monkeypatch.setattr(cal, "load_causal_lm", no_model)
+    monkeypatch.setattr(cal.passes, "load_causal_lm", no_model)
     second, ctx2 = merge_all("aim_task_arithmetic", tiny_pair, params)
     sweep, _ = merge_all("aim_task_arithmetic", tiny_pair, {**params, "omega": 0.6})  # omega sweep: cached too
     assert ctx2.state["provenance"]["calibration"]["aim"]["cache_hit"] is True
@@ -173,7 +190,7 @@ def test_sens_limits_and_cache(tiny_pair, monkeypatch):
     def no_model(*a, **k):
         raise AssertionError("a temperature sweep must not recompute the statistics")
 
-    monkeypatch.setattr(cal, "load_causal_lm", no_model)
+    monkeypatch.setattr(cal.passes, "load_causal_lm", no_model)
     for temperature in (math.inf, 1e9):
         limit, ctx2 = merge_all("sens", tiny_pair, {**SENS, "temperature": temperature})
         assert ctx2.state["provenance"]["calibration"]["sens"]["models_loaded"] == 0
@@ -214,7 +231,7 @@ def test_driver_end_to_end_with_cached_calibration(tiny_pair_bf16, tmp_path, mon
     def no_model(*a, **k):
         raise AssertionError("the rerun must use the cached statistics")
 
-    monkeypatch.setattr(cal, "load_causal_lm", no_model)
+    monkeypatch.setattr(cal.passes, "load_causal_lm", no_model)
     for k, c in cfgs.items():
         second = merge(c, tmp_path / f"{k}2", progress=False)
         a, b = Source(first[k]), Source(second)

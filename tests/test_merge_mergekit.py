@@ -5,18 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
+
+from merge_helpers import load_tensors as _load
 
 from l2s_lib.merge import merge
 
 mergekit = pytest.importorskip("mergekit", reason="mergekit is a test dependency (extra 'test')")
-
-
-def _load(folder):
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out |= load_file(f)
-    return out
 
 
 def _mergekit(cfg: dict, out):

@@ -4,42 +4,20 @@ from __future__ import annotations
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 from l2s_lib.merge import merge
 from l2s_lib.merge.base import MergeContext
-from l2s_lib.merge.methods_task_vector import dare, kth_smallest, trim_exact, trim_paper, _abs_blocks
+from merge_helpers import load_tensors as _load
+from merge_helpers import merge_pair as _merge
+from merge_helpers import same_tensors as _same
 
-
-def _load(folder):
-    out = {}
-    for f in sorted(folder.glob("*.safetensors")):
-        out |= load_file(f)
-    return out
-
-
-def _merge(tmp_path, pair, method, model_params=None, params=None, policies=None, name=None, **extra):
-    s1, s2 = pair
-    cfg = {"merge_method": method, "base_model": str(s1),
-           "models": [{"model": str(s2), "parameters": model_params or {}}], **extra}
-    if params:
-        cfg["parameters"] = params
-    if policies:
-        cfg["policies"] = policies
-    out = tmp_path / (name or f"{method}-{abs(hash(repr(cfg))) % 10**8}")
-    return _load(merge(cfg, out, progress=False))
+from l2s_lib.merge.methods_task_vector import dare, dare_keep, kth_smallest, trim_exact, trim_paper, _abs_blocks
 
 
 @pytest.fixture(scope="module")
 def pair_tensors(tiny_pair_bf16):
     s1, s2 = tiny_pair_bf16
     return _load(s1), _load(s2)
-
-
-def _same(a, b):
-    assert sorted(a) == sorted(b)
-    bad = [k for k in a if not torch.equal(a[k], b[k])]
-    assert not bad, f"{len(bad)} tensors differ, e.g. {bad[:3]}"
 
 
 def test_task_arithmetic_endpoints_and_midpoint(tmp_path, tiny_pair_bf16, pair_tensors):
@@ -146,9 +124,11 @@ def test_dare_kernel_is_unbiased_and_l1_rescale_restores_the_norm():
     delta = torch.randn(200, 300)
     mean = torch.zeros_like(delta)
     for s in range(40):
-        mean += dare(delta, 0.6, torch.Generator().manual_seed(s), "inverse") / 40
+        ctx = MergeContext(params={}, model_params=[], seed=s)
+        mean += dare(delta, dare_keep(delta.shape, 0.6, "t", 0, ctx), 0.6, "inverse") / 40
     assert (mean - delta).abs().mean() < 0.15 * delta.abs().mean()
-    out = dare(delta, 0.6, torch.Generator().manual_seed(0), "l1")
+    ctx = MergeContext(params={}, model_params=[], seed=0)
+    out = dare(delta, dare_keep(delta.shape, 0.6, "t", 0, ctx), 0.6, "l1")
     assert torch.allclose(out.abs().sum(), delta.abs().sum(), rtol=1e-5)
 
 
@@ -188,3 +168,31 @@ def test_context_generator_is_per_name_and_reproducible():
     a = torch.rand(4, generator=ctx.generator("x"))
     assert torch.equal(a, torch.rand(4, generator=ctx.generator("x")))
     assert not torch.equal(a, torch.rand(4, generator=ctx.generator("y")))
+
+
+def test_random_draws_do_not_depend_on_the_compute_device(monkeypatch):
+    """DARE's uniforms come from a CPU generator seeded per (seed, name, salt) and are moved to the compute
+    device afterwards, so a CUDA merge draws the bits of a CPU merge (the CUDA end-to-end check is
+    test_merge_driver.test_cuda_path_gives_the_cpu_tensors)."""
+    from l2s_lib.merge.base import tensor_seed
+
+    cpu = MergeContext(params={}, model_params=[], seed=3)
+    expect = torch.rand((5, 7), generator=torch.Generator().manual_seed(tensor_seed(3, "w", "dare:0")))
+    assert torch.equal(cpu.random_uniform((5, 7), "w", "dare:0"), expect)
+
+    draws = []
+    real_rand = torch.rand
+
+    def spy(*args, **kwargs):
+        draws.append((kwargs.get("generator").device, kwargs.get("device")))
+        return real_rand(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "rand", spy)
+    # "meta" stands for any accelerator: the draw must not happen there, only the move
+    other = MergeContext(params={}, model_params=[], seed=3, device=torch.device("meta"))
+    moved = other.random_uniform((5, 7), "w", "dare:0")
+    assert moved.device.type == "meta" and moved.shape == (5, 7)
+    keep = dare_keep((5, 7), 0.7, "w", 0, other)
+    assert keep.device.type == "meta" and keep.dtype == torch.bool
+    assert draws == [(torch.device("cpu"), None)] * 2
+    assert other.generator("w").device.type == "cpu"

@@ -60,13 +60,14 @@ def test_length_change_needs_the_same_benchmarks():
 
 
 CRAFTED = [
-    # text, paper (word-boundary) count, paper-code (substring) count
+    # text, paper (word-boundary) count, paper-code (the paper code's regex) count
     ("So x = 4. Wait, let me double-check: 2*4 = 8. Yes.", 2, 2),
     ("Let me just check the sum once more, then recap.", 2, 2),
-    ("Let me verify this. Let me just verify that too.", 2, 0),  # not in the code's list
-    ("We are awaiting the result; the waiter recapitulates.", 0, 3),  # substrings only: await, wait, recap
+    ("Let me verify this. Let me just verify that too.", 2, 1),  # the code lists only "let me just verify"
+    ("We are awaiting the result; the waiter recapitulates.", 0, 3),  # substrings: await, wait(er), recap
     ("Let me re-examine step 2. WAIT. wait!", 3, 3),
     ("Double check the answer.", 0, 0),  # no hyphen: neither list
+    ("LET ME JUST VERIFY, let me check, Let Me Just Check", 3, 3),
     ("The answer is 12.", 0, 0),
 ]
 
@@ -77,6 +78,30 @@ def test_keyword_counts_on_crafted_responses(text, paper, code):
     assert metrics.count_keywords(text, "paper-code") == code
     assert metrics.is_reflective(text) == (paper > 0)
     assert metrics.is_reflective(text, keywords="paper-code") == (code > 0)
+
+
+def _paper_code_count(text: str) -> int:
+    """The count of the paper's src/evaluation/data_process.py, written out here as its steps read."""
+    import re
+
+    words = ["wait", "re-examine", "double-check", "let me check", "recap", "let me just verify",
+             "let me just check"]
+    return len(re.findall("|".join(re.escape(w) for w in words), text, re.IGNORECASE))
+
+
+def test_paper_code_count_equals_the_paper_regex_on_random_text():
+    import random
+
+    rng = random.Random(0)
+    pieces = ["wait", "Wait", "WAIT", "awaiting", "re-examine", "Re-Examine", "double-check", "double check",
+              "let me check", "Let me just check", "let me just verify", "let me verify", "recap", "RECAP",
+              "let me ", "just ", "check", "verify", " ", ". ", "\n", "x = 4", "let me just wait", "ſ", "juſt"]
+    for _ in range(2000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(0, 30)))
+        assert metrics.count_keywords(text, "paper-code") == _paper_code_count(text), text
+    counts = metrics.keyword_counts("Let me just verify. WAIT, wait, let me juſt check", "paper-code")
+    assert counts["let me just verify"] == 1 and counts["wait"] == 2 and counts["let me just check"] == 1
+    assert list(counts) == list(metrics.PAPER_CODE_KEYWORDS)
 
 
 def test_keyword_counts_per_keyword_and_custom_list():

@@ -27,11 +27,14 @@ def test_save_writes_png_and_pdf_deterministically():
     figures.set_style()
     fig, ax = plt.subplots(figsize=(3, 2))
     ax.plot([0, 1], [1, 0])
-    first = [p.read_bytes() for p in figures.save(fig, "fig9_test")]
+    saved = figures.save(fig, "fig9_test")
+    first = [p.read_bytes() for p in saved]
     second = [p.read_bytes() for p in figures.save(fig, "fig9_test")]
     plt.close(fig)
     assert first == second
-    assert (paths.figures_dir() / "fig9_test.pdf").is_file()
+    assert sorted(p.relative_to(paths.figures_dir()).as_posix() for p in saved) == ["fig9_test.pdf", "fig9_test.png"]
+    by_suffix = {p.suffix: p.read_bytes() for p in saved}
+    assert by_suffix[".png"].startswith(b"\x89PNG") and by_suffix[".pdf"].startswith(b"%PDF")
 
 
 @pytest.mark.parametrize("bad", ["Fig1", "fig1-x", "figure_1", "fig1_X"])

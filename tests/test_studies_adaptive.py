@@ -134,3 +134,19 @@ def test_organism_benchmarks_are_ranked_by_mean_level():
     assert al.mean_level_order(pd.concat([s, top.assign(benchmark="gsm8k")])) is None
     with pytest.raises(ValueError, match="does not list"):
         al.benchmark_lengths(top, order=["easy"])
+
+
+def test_too_few_levels_give_an_inconclusive_verdict_not_a_negative_one():
+    recs = _records()
+    one_level = recs[recs.level == 1]  # what LIMIT=20 gave on the level-sorted org_levels before spreading
+    lv = al.level_lengths(_summary(one_level), "org_levels")
+    corr = al.level_correlations(one_level, "org_levels")
+    paper_corr = al.benchmark_correlations(al.paper_benchmark_lengths("7B"))
+    text = al.conclusion(corr, al.shortening_by_level(lv, "System 2"), paper_corr, "System 1", "System 2", ["TA"])
+    assert text.startswith("**Verdict (organism world): inconclusive**")
+    assert "1 difficulty level (at least 3" in text and "holds for none" not in text
+    two = recs[recs.level <= 3]
+    ok = al.conclusion(al.level_correlations(two, "org_levels"),
+                       al.shortening_by_level(al.level_lengths(_summary(two), "org_levels"), "System 2"),
+                       paper_corr, "System 1", "System 2", ["TA"])
+    assert "inconclusive" not in ok

@@ -28,7 +28,8 @@ def test_merges_are_cached_by_content(tiny_pair):
     assert again == out and (out / "l2s_provenance.json").stat().st_mtime_ns == stamp
     other = grid.materialize(grid.merge("TA", "task_arithmetic", s1, [s2], model_params={"weight": 0.6}))
     assert other != out
-    assert json.loads((out / "l2s_provenance.json").read_text())
+    prov = json.loads((out / "l2s_provenance.json").read_text())
+    assert prov["method"]["name"] == "task_arithmetic" and prov["inputs"][1]["parameters"] == {"weight": 0.5}
 
 
 @pytest.mark.slow

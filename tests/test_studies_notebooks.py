@@ -57,10 +57,45 @@ def test_missing_config_lists_the_configs(study_tree):
 def test_run_writes_an_executed_copy_and_keeps_the_source(study_tree, capsys):
     before = (study_tree / "01_toy.ipynb").read_text()
     assert main(["run", "01", "paper", "-p", "N=2"]) == 0
-    out = paths.results_dir() / "01_toy" / "paper" / "01_toy.ipynb"
+    # N=2 is not the parameter file's value: another run, beside (never over) the "paper" results.
+    out = paths.results_dir() / "01_toy" / notebooks.run_name("01_toy", {"ALPHA": 1, "N": 2, "NAME": "paper",
+                                                                         "CONFIG": "paper"}) / "01_toy.ipynb"
+    assert out.parent.name.startswith("paper+")
+    assert not (paths.results_dir() / "01_toy" / "paper").exists()
     executed = nbformat.read(out, as_version=4)
     printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
     assert "2 paper paper" in printed
     assert (study_tree / "01_toy.ipynb").read_text() == before
     assert main(["run", "01", "-p", "BETA=1"]) == 2
     assert "BETA not parameters of 01_toy" in capsys.readouterr().err
+
+
+def test_run_name_reserves_default_and_parameter_files_for_their_own_values(study_tree):
+    defaults = notebooks.notebook_parameters("01_toy")
+    assert notebooks.run_name("01_toy", defaults) == "default"
+    assert notebooks.run_name("01_toy", defaults | {"ALPHA": 1, "NAME": "paper", "CONFIG": "paper"}) == "paper"
+    quick = notebooks.run_name("01_toy", defaults | {"N": 1})
+    assert quick.startswith("default+") and len(quick) == len("default+") + 8
+    assert quick == notebooks.run_name("01_toy", defaults | {"N": 1})  # the same change, the same folder
+    assert quick != notebooks.run_name("01_toy", defaults | {"N": 2})
+    assert notebooks.run_name("01_toy", defaults | {"ALPHA": 1, "NAME": "paper", "CONFIG": "paper", "N": 1}) != "paper"
+    # A name that is no parameter file is the user's ad-hoc run, whatever its values.
+    assert notebooks.run_name("01_toy", defaults | {"N": 9, "CONFIG": "my_run"}) == "my_run"
+
+
+def test_run_rejects_bad_overrides_before_starting_a_kernel(study_tree):
+    with pytest.raises(ConfigError, match="CONFIG is the run's name"):
+        notebooks.run("01_toy", "default", overrides={"CONFIG": "x"})
+    with pytest.raises(ConfigError, match="'N' must be int"):
+        notebooks.run("01_toy", "default", overrides={"N": "three"})
+    with pytest.raises(ConfigError, match="BETA not parameters of 01_toy"):
+        notebooks.run("01_toy", "my_run", overrides={"BETA": 1})
+
+
+@pytest.mark.slow
+def test_an_ad_hoc_run_is_named_without_a_parameter_file(study_tree):
+    out = notebooks.run("01_toy", "my_run", overrides={"N": 5}, progress=False)
+    assert out == paths.results_dir() / "01_toy" / "my_run" / "01_toy.ipynb"
+    executed = nbformat.read(out, as_version=4)
+    printed = "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
+    assert "3.5 x my_run" in printed

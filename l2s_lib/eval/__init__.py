@@ -4,7 +4,8 @@ The public entry points::
 
     from l2s_lib.eval import evaluate, is_correct
     result = evaluate("path/or/hub-id", "gsm8k,math500", limit=50)
-    result.summary   # model, benchmark, level, n, accuracy, mean_tokens, reflective_pct, keyword_freq, truncated_pct
+    result.summary   # model, benchmark, level, n, accuracy, mean_tokens, reflective_pct, keyword_freq, truncated_pct,
+                     # accuracy_truncated_wrong, length_count, keywords (metrics.SUMMARY_COLUMNS)
     result.records   # one row per sample
 
 ``l2s_lib.eval.benchmarks.register_benchmark`` and ``l2s_lib.eval.prompts.register_prompt`` let other

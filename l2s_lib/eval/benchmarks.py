@@ -77,31 +77,58 @@ class Benchmark:
     hub: Mapping[str, Any] | None = field(default=None, hash=False)
     prompt: str | None = None  # default prompt template (else the evaluation's default)
     max_new_tokens: int | None = None  # default generation budget (else the evaluation's default)
+    keywords: str | None = None  # default reflection keyword list of its summary (else "paper")
+    length: str | None = None  # default length count of its summary (else "generated")
 
 
-def last_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, nested braces kept; None if none.
-
-    ``\\boxed 5`` (no braces) gives the token that follows, as LaTeX reads it.
-    """
-    starts = [m for m in re.finditer(r"\\(?:boxed|fbox)\s*", text)]
-    for m in reversed(starts):
+def _boxes(text: str) -> list[tuple[int, str | None]]:
+    """Every ``\\boxed``/``\\fbox`` in ``text``: (position, content), content None when its braces never close."""
+    out = []
+    for m in re.finditer(r"\\(?:boxed|fbox)\s*", text):
         i = m.end()
         if i < len(text) and text[i] == "{":
-            depth, j = 0, i
+            depth, j, content = 0, i, None
             while j < len(text):
                 if text[j] == "{":
                     depth += 1
                 elif text[j] == "}":
                     depth -= 1
                     if depth == 0:
-                        return text[i + 1 : j]
+                        content = text[i + 1 : j]
+                        break
                 j += 1
-            continue  # unbalanced braces (a truncated answer): look at an earlier box
+            out.append((m.start(), content))
+            continue
         token = re.match(r"[^\s$]+", text[i:])
-        if token:
-            return token.group(0)
-    return None
+        out.append((m.start(), token.group(0) if token else None))
+    return out
+
+
+def last_boxed(text: str) -> str | None:
+    """Content of the last complete ``\\boxed{...}`` (or ``\\fbox{...}``) in ``text``, nested braces kept.
+
+    ``\\boxed 5`` (no braces) gives the token that follows, as LaTeX reads it. A box whose braces never
+    close (a truncated answer) is skipped for the one before it; None if there is no complete box.
+    """
+    complete = [c for _, c in _boxes(text) if c is not None]
+    return complete[-1] if complete else None
+
+
+def boxed_contents(text: str) -> list[str]:
+    """Contents of every complete box in ``text``, in order (see ``last_boxed``)."""
+    return [c for _, c in _boxes(text) if c is not None]
+
+
+_YES_NO = {"yes": " (Yes or No)", "no": " (Yes or No)", "true": " (True or False)", "false": " (True or False)"}
+
+
+def question_suffix(reference: str) -> str:
+    """What the toolkit's ``parse_question`` appends to a question whose reference is Yes/No or True/False.
+
+    The toolkit compares its ``strip_string``-ed reference: so "Yes." and ``\\text{No}`` count too.
+    """
+    r = re.sub(r"^\\text\{(.*)\}$", r"\1", str(reference).replace("$", "").strip().rstrip(".").strip())
+    return _YES_NO.get(r.strip().lower(), "")
 
 
 def _gsm8k_answer(row: Mapping[str, Any]) -> str:
@@ -161,6 +188,8 @@ def register_benchmark(
     hub: Mapping[str, Any] | None = None,
     prompt: str | None = None,
     max_new_tokens: int | None = None,
+    keywords: str | None = None,
+    length: str | None = None,
 ) -> Benchmark:
     """Register (or replace) a benchmark.
 
@@ -169,7 +198,9 @@ def register_benchmark(
     difficulty levels when the benchmark has them (stored sorted). ``hub``: keyword arguments of
     ``datasets.load_dataset`` (``path``, optional ``name``, ``split``) used when the file is absent and
     the hub is reachable. ``prompt`` / ``max_new_tokens``: this benchmark's decoding defaults, used when
-    an evaluation does not set them.
+    an evaluation does not set them; ``keywords`` / ``length``: the reflection keyword list and the length
+    count of its summary (``metrics.KEYWORD_LISTS``, ``metrics.LENGTH_COUNTS``) when an evaluation does not
+    set them.
     """
     if layout not in LAYOUTS:
         raise ConfigError(f"unknown layout {layout!r} for benchmark {name!r}; allowed: {', '.join(LAYOUTS)}")
@@ -188,6 +219,8 @@ def register_benchmark(
         hub=dict(hub) if hub else None,
         prompt=prompt,
         max_new_tokens=max_new_tokens,
+        keywords=keywords,
+        length=length,
     )
     _REGISTRY[name] = bench
     return bench
@@ -230,7 +263,39 @@ def benchmark_from_file(path: str | os.PathLike, like: str) -> Benchmark:
             ) from None
         return Benchmark(name=name, display_name=name, path=p, layout=like, grader="math")
     return Benchmark(name=name, display_name=name, path=p, layout=base.layout, grader=base.grader,
-                     levels=base.levels, prompt=base.prompt, max_new_tokens=base.max_new_tokens)
+                     levels=base.levels, prompt=base.prompt, max_new_tokens=base.max_new_tokens,
+                     keywords=base.keywords, length=base.length)
+
+
+def infer_layout(path: str | os.PathLike) -> str:
+    """The layout of the jsonl file ``path``, told from its rows; ``ConfigError`` when the rows cannot tell.
+
+    Every layout whose fields the rows have is tried; layouts that read the rows into the same problems are one
+    answer (``math500`` and ``aime24`` read a file without levels alike), and the one that reads the most (levels
+    too) is named. Files written by this project (``l2s organisms benchmark``) are told apart this way; a file
+    that two layouts read differently (a ``gsm8k`` answer with ``####`` is also a ``college_math`` answer) needs
+    ``--layout``.
+    """
+    rows = read_jsonl_rows(path)
+    if not rows:
+        raise ConfigError(f"{path}: no rows, so its layout cannot be told; give --layout")
+    readings: dict[tuple, list[str]] = {}
+    for name, lay in LAYOUTS.items():
+        if any(f not in row for row in rows for f in lay.fields):
+            continue
+        try:
+            problems = tuple(parse_rows(rows, name, str(path)))
+        except (BenchmarkError, ValueError, KeyError, TypeError):
+            continue
+        # Levels are left out of the comparison: a layout that also reads them is the same reading, only fuller.
+        key = tuple((p.idx, p.question, p.answer) for p in problems)
+        readings.setdefault(key, []).append((name, any(p.level is not None for p in problems)))
+    if len(readings) != 1:
+        found = "; ".join("/".join(n for n, _ in names) for names in readings.values()) or "none"
+        raise ConfigError(f"{path}: cannot tell its layout from its rows (fields {sorted(rows[0])}; layouts that read "
+                          f"it: {found}); give --layout (a registered benchmark or one of {', '.join(LAYOUTS)})")
+    (names,) = readings.values()
+    return next((n for n, levels in names if levels), names[0][0])
 
 
 def _hub_offline() -> bool:
@@ -273,13 +338,15 @@ def parse_rows(rows: Iterable[Mapping[str, Any]], layout: str, source: str = "ro
         if idx in seen:
             raise BenchmarkError(f"{source}: duplicate problem id {idx!r} (row {i})")
         seen.add(idx)
-        problems.append(Problem(idx=idx, question=lay.question(row).strip(), answer=answer, level=lay.level(row)))
+        # The toolkit's parse_question: " (Yes or No)" / " (True or False)" after such questions (College Math).
+        question = (lay.question(row).strip() + question_suffix(answer)).strip()
+        problems.append(Problem(idx=idx, question=question, answer=answer, level=lay.level(row)))
     return problems
 
 
 def load_benchmark(name: str | Benchmark, path: str | os.PathLike | None = None,
                    limit: int | None = None) -> list[Problem]:
-    """The problems of a benchmark, in file order (the first ``limit`` when given).
+    """The problems of a benchmark, in file order; with ``limit``, ``spread(rows, limit)`` of them.
 
     Reads ``path`` if given, else the registered file; if that is absent, the hub dataset when the
     benchmark names one and the hub is reachable. Raises ``BenchmarkError`` saying where to put the file
@@ -304,8 +371,21 @@ def load_benchmark(name: str | Benchmark, path: str | os.PathLike | None = None,
             "see data/benchmarks/README.md"
         )
     if limit is not None:
-        rows = rows[:limit]
+        rows = spread(rows, limit)
     return parse_rows(rows, bench.layout, source)
+
+
+def spread(rows: list, limit: int) -> list:
+    """``limit`` rows evenly spaced over ``rows`` (all when there are fewer), in file order.
+
+    Not the first ``limit``: benchmark files are often sorted by level or source (``org_levels``, MATH500 by
+    subject), so a quick look at the head of the file sees one level only and its verdicts cannot be judged.
+    Evenly spaced indices keep every level in proportion, deterministically.
+    """
+    n = len(rows)
+    if limit >= n:
+        return list(rows)
+    return [rows[(i * n) // limit] for i in range(limit)]
 
 
 def _hub_rows(bench: Benchmark) -> list[dict]:
@@ -326,22 +406,23 @@ def _hub_rows(bench: Benchmark) -> list[dict]:
 
 def _register_builtin() -> None:
     root = paths.BENCHMARKS
+    # The paper's statistics (its data_process.py): its keyword regex and its re-tokenised length.
+    paper = {"grader": "math", "keywords": "paper-code", "length": "paper"}
     register_benchmark("gsm8k", display_name="GSM8K", path=root / "gsm8k" / "test.jsonl", layout="gsm8k",
-                       grader="math", hub={"path": "openai/gsm8k", "name": "main", "split": "test"})
+                       hub={"path": "openai/gsm8k", "name": "main", "split": "test"}, **paper)
     register_benchmark("math500", display_name="MATH500", path=root / "math500" / "test.jsonl", layout="math500",
-                       grader="math", levels=(1, 2, 3, 4, 5),
-                       hub={"path": "HuggingFaceH4/MATH-500", "split": "test"})
+                       levels=(1, 2, 3, 4, 5), hub={"path": "HuggingFaceH4/MATH-500", "split": "test"}, **paper)
     # Minerva Math and College Math are read from the toolkit's files only: their hub copies have
     # other field layouts.
     register_benchmark("minerva_math", display_name="Minerva Math", path=root / "minerva_math" / "test.jsonl",
-                       layout="minerva_math", grader="math")
+                       layout="minerva_math", **paper)
     register_benchmark("olympiadbench", display_name="OlympiadBench", path=root / "olympiadbench" / "test.jsonl",
-                       layout="olympiadbench", grader="math",
-                       hub={"path": "Hothan/OlympiadBench", "name": "OE_TO_maths_en_COMP", "split": "train"})
+                       layout="olympiadbench",
+                       hub={"path": "Hothan/OlympiadBench", "name": "OE_TO_maths_en_COMP", "split": "train"}, **paper)
     register_benchmark("college_math", display_name="College Math", path=root / "college_math" / "test.jsonl",
-                       layout="college_math", grader="math")
+                       layout="college_math", **paper)
     register_benchmark("aime24", display_name="AIME24", path=root / "aime24" / "test.jsonl", layout="aime24",
-                       grader="math", hub={"path": "HuggingFaceH4/aime_2024", "split": "train"})
+                       hub={"path": "HuggingFaceH4/aime_2024", "split": "train"}, **paper)
 
 
 _register_builtin()

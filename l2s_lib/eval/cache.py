@@ -1,7 +1,8 @@
 """Append-only, per-sample generation caches that make evaluations resumable.
 
-One cache file holds the generations of one (model fingerprint, benchmark, prompt template, decoding
-parameters, backend) combination: ``<cache_dir>/generations/<benchmark>__<key digest>.jsonl``, one JSON
+One cache file holds the generations of one key (``generation_key``: model fingerprint, benchmark,
+prompt template, decoding parameters, backend with its dtype, device type, package versions and
+``max_model_len``): ``<cache_dir>/generations/<benchmark>__<key digest>.jsonl``, one JSON
 line per problem, appended and flushed as soon as the response exists, beside a ``.key.json`` that spells
 out the key. An interrupted run leaves every finished sample on disk (a half-written last line is
 dropped on the next open), and the next run generates only what is missing. Each line also stores a
@@ -20,7 +21,39 @@ import json
 import os
 from pathlib import Path
 
+from l2s_lib.files import atomic_write_json
 from l2s_lib.fingerprint import data_fingerprint
+
+
+def package_version(name: str) -> str | None:
+    """The installed version of a distribution, None when it is absent."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+#: The packages whose version can change a backend's tokens (kernels, sampling, tokenisation).
+BACKEND_PACKAGES = {"hf": ("torch", "transformers", "tokenizers"), "vllm": ("vllm", "torch", "transformers")}
+
+
+def generation_key(*, model: str, benchmark: str, prompt: str, decoding: dict, identity: dict, device: str,
+                   max_model_len: int | None) -> dict:
+    """Everything that can change a cached generation's content, as the cache key.
+
+    The model's fingerprint, the benchmark, the prompt template and the decoding parameters; the backend's
+    identity (its name, dtype and whatever else it reports); the device *type* ("cpu" or "cuda": the same
+    greedy decoding can flip a near-tie between the two); the versions of the packages that decode
+    (``BACKEND_PACKAGES``); and ``max_model_len``, the context the engine may use (a vLLM run capped at a
+    shorter context must never be reused by a corrected one). The exact prompt ids are checked per sample.
+    """
+    backend = identity.get("backend", "?")
+    return {"model": model, "benchmark": benchmark, "prompt": prompt, "decoding": dict(decoding), **identity,
+            "device": str(device).split(":")[0],
+            "versions": {p: package_version(p) for p in BACKEND_PACKAGES.get(backend, ("torch", "transformers"))},
+            "max_model_len": max_model_len}
 
 
 def grade_key(idx, response: str, reference: str, grader: str, version: str) -> str:
@@ -93,7 +126,7 @@ class GenerationCache:
         """Append one sample and flush it to the operating system at once."""
         if not self.path.exists():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.key_path.write_text(json.dumps(self.key, indent=2, sort_keys=True, default=str) + "\n")
+            atomic_write_json(self.key_path, self.key, indent=2, sort_keys=True, default=str)
         self._append(self.path, record)
 
     @staticmethod

@@ -9,8 +9,9 @@ What is counted (the same for both backends):
   that stopped it (EOS is a control token, not part of the answer; vLLM's ``token_ids`` include it and
   are trimmed to match). When generation stops on a stop string, its tokens are counted. A response cut
   by the length cap has ``n_tokens == max_new_tokens``.
-- ``n_tokens_retok``: the paper's count: the decoded text (special tokens skipped) encoded again with the
-  same tokenizer, without special tokens. It differs from ``n_tokens`` where BPE merges differ.
+- ``n_tokens_retok``: the decoded text (special tokens skipped) encoded again with the same tokenizer,
+  without special tokens. It differs from ``n_tokens`` where BPE merges differ. (The paper's own count,
+  default special tokens on the stripped text, is ``metrics.paper_length``, the records' ``n_tokens_paper``.)
 - ``finish_reason``: ``"eos"`` (an EOS id of the tokenizer or of the generation config), ``"stop"`` (a
   stop string of the prompt; the text is cut before it) or ``"length"`` (the ``max_new_tokens`` cap).
 
@@ -93,10 +94,15 @@ def prompt_ids(tokenizer, prompt: str) -> list[int]:
 
 
 def eos_token_ids(tokenizer, generation_config=None) -> list[int]:
-    """The union of the tokenizer's EOS id and the generation config's EOS ids (Qwen lists two)."""
+    """The union of the tokenizer's EOS id, the generation config's EOS ids (a merge lists both inputs')
+    and the special token that closes a turn in the chat template (``<|im_end|>``: the toolkit stops on it
+    for Qwen models, whose base configs list only ``<|endoftext|>``)."""
+    from l2s_lib.tokenization import chat_end_of_turn_ids
+
     ids: list[int] = []
     for source in (getattr(tokenizer, "eos_token_id", None),
-                   getattr(generation_config, "eos_token_id", None) if generation_config is not None else None):
+                   getattr(generation_config, "eos_token_id", None) if generation_config is not None else None,
+                   chat_end_of_turn_ids(tokenizer)):
         if source is None:
             continue
         for i in source if isinstance(source, (list, tuple)) else [source]:

@@ -3,10 +3,14 @@
 A builder is ``builder(question: str, tokenizer) -> str``; the tokenizer is the evaluated model's, so
 chat templates are the model's own. Built-ins:
 
-- ``qwen25-math-cot``: the Qwen2.5-Math toolkit's zero-shot prompt used by the paper for System 2 and the
-  merges: system message "Please reason step by step, and put your final answer within \\boxed{}.", the
-  question as the user turn, through the model's chat template (the toolkit's literal ChatML text when
-  the tokenizer has no template).
+- ``qwen25-math-cot``: the Qwen2.5-Math toolkit's zero-shot prompt, exactly as the paper runs it
+  (``l2s_eval.sh qwen25-math-cot MODEL 10240 0``, without ``--apply_chat_template``): the toolkit's literal
+  ChatML string (system "Please reason step by step, and put your final answer within \\boxed{}.", the
+  question as the user turn, the assistant turn opened) for *every* tokenizer, its chat template ignored:
+  DeepSeek-R1-Distill (System 2) gets the same ChatML text as Qwen2.5-Math. Encoding adds the tokenizer's
+  own BOS, as vLLM does for the toolkit's text prompts (``generation.prompt_ids``).
+- ``qwen25-math-cot-chat``: the same two messages through the model's own chat template (ChatML when the
+  tokenizer has none): not the paper's protocol, for comparison.
 - ``cot``: few-shot chain of thought for System 1 base models (worked examples written for this project),
   ``Question: ... / Answer: ...`` with answers ending "The answer is $X$."; it stops at the next
   ``Question:`` so a base model does not go on to invent more problems.
@@ -84,8 +88,19 @@ def apply_chat(messages: list[dict], tokenizer) -> str:
     return text + "<|im_start|>assistant\n"
 
 
-def qwen25_math_cot(question: str, tokenizer) -> str:
-    """Zero-shot Qwen2.5-Math prompt: the boxed-answer instruction as system message, the question as user."""
+#: The toolkit's ``PROMPT_TEMPLATES["qwen25-math-cot"]`` input template (evaluation/utils.py): the text
+#: before and after the question.
+QWEN25_MATH_COT = ("<|im_start|>system\n" + BOXED_INSTRUCTION + "<|im_end|>\n<|im_start|>user\n",
+                   "<|im_end|>\n<|im_start|>assistant\n")
+
+
+def qwen25_math_cot(question: str, tokenizer=None) -> str:
+    """The toolkit's literal zero-shot ChatML text for ``question`` (the tokenizer and its template unused)."""
+    return QWEN25_MATH_COT[0] + question + QWEN25_MATH_COT[1]
+
+
+def qwen25_math_cot_chat(question: str, tokenizer) -> str:
+    """The boxed-answer instruction as system message and the question as user turn, via the model's template."""
     return apply_chat(
         [{"role": "system", "content": BOXED_INSTRUCTION}, {"role": "user", "content": question}], tokenizer
     )
@@ -127,5 +142,6 @@ def cot(question: str, tokenizer=None) -> str:
 
 
 register_prompt("qwen25-math-cot", qwen25_math_cot)
+register_prompt("qwen25-math-cot-chat", qwen25_math_cot_chat)
 register_prompt("cot", cot, stop=("\nQuestion:",))
 register_prompt("chat", chat)

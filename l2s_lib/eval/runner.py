@@ -9,17 +9,20 @@ override them for all benchmarks (a value) or per benchmark (a mapping benchmark
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from l2s_lib import metrics, paths
+from l2s_lib.checkpoints import resolve_model
 from l2s_lib.errors import CheckpointError, ConfigError
 from l2s_lib.eval.benchmarks import Benchmark, get_benchmark, load_benchmark
 from l2s_lib.eval import grading
-from l2s_lib.eval.cache import GenerationCache, grade_key, text_sha
+from l2s_lib.eval.cache import GenerationCache, generation_key, grade_key, text_sha
 from l2s_lib.eval.generation import Backend, DecodingParams, make_backend, prompt_ids
 from l2s_lib.eval.prompts import get_prompt
 
@@ -35,8 +38,14 @@ PAPER_DECODING = {
 }
 
 RECORD_COLUMNS = ["model", "benchmark", "idx", "level", "question", "reference", "response", "extracted",
-                  "correct", "n_tokens", "n_tokens_retok", "finish_reason", "truncated", "reflective",
-                  "keyword_count", "prompt", "max_new_tokens"]
+                  "correct", "n_tokens", "n_tokens_retok", "n_tokens_paper", "prompt_tokens", "finish_reason",
+                  "truncated", "reflective", "keyword_count", "prompt", "max_new_tokens"]
+
+#: What an evaluation does when prompt + budget exceeds the model's positions (``max_position_embeddings``).
+CONTEXT_OVERFLOW = ("warn", "error")
+#: vLLM's default ``max_model_len`` is the longest prompt + budget rounded up to this, so that evaluations of
+#: different benchmark sets usually share one value (and one generation cache).
+MAX_MODEL_LEN_STEP = 1024
 
 
 @dataclass
@@ -69,21 +78,8 @@ def _jsonable(value):
 
 
 def resolve_model_dir(model: str | os.PathLike) -> Path:
-    """A local folder for ``model``: the path itself, or the hub snapshot (downloaded when online)."""
-    p = Path(model)
-    if p.is_dir():
-        return p
-    if p.exists() or str(model).startswith((".", "/")) or str(model).count("/") > 1:
-        raise CheckpointError(f"model {str(model)!r} is neither a model folder nor a hub id (owner/name)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(str(model), allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt"]))
-    except Exception as exc:  # offline without a local copy, unknown repo, no access
-        raise CheckpointError(
-            f"model {str(model)!r}: no local folder and the hub snapshot is unavailable ({type(exc).__name__}: "
-            f"{exc}). Download it first or pass a local path."
-        ) from exc
+    """A local folder for ``model``: the path itself, or the hub snapshot (``checkpoints.resolve_model``)."""
+    return resolve_model(model)[0]
 
 
 def _grader_version() -> str:
@@ -101,6 +97,25 @@ def _per_benchmark(value, name: str):
     if isinstance(value, Mapping):
         return value.get(name)
     return value
+
+
+def model_positions(model_dir: str | os.PathLike) -> int | None:
+    """The positions a checkpoint was configured for (``max_position_embeddings`` of its config.json)."""
+    try:
+        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    value = cfg.get("max_position_embeddings", (cfg.get("text_config") or {}).get("max_position_embeddings"))
+    return int(value) if isinstance(value, int) else None
+
+
+def _context_message(bench: str, prompt_len: int, budget: int, positions: int) -> str:
+    room = positions - prompt_len
+    budget_fix = f"max_new_tokens <= {room}" if room > 0 else "a shorter prompt (the prompt alone is too long)"
+    return (f"{bench}: the longest prompt ({prompt_len} tokens) + max_new_tokens ({budget}) = {prompt_len + budget} "
+            f"exceeds the model's {positions} positions (max_position_embeddings of its config.json). Fix: "
+            f"{budget_fix}, or evaluate a checkpoint configured for more positions (a merge written "
+            "with policies.config_source: patched raises max_position_embeddings)")
 
 
 def _parse_benchmarks(benchmarks) -> list[Benchmark]:
@@ -131,10 +146,13 @@ def evaluate(
     progress: bool = True,
     temperature: float = 0.0,
     top_p: float = 1.0,
-    keywords: str | Sequence[str] = "paper",
+    keywords: str | Sequence[str] | Mapping[str, str] | None = None,
+    length: str | Mapping[str, str] | None = None,
     model_name: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     tensor_parallel_size: int = 1,
+    max_model_len: int | None = None,
+    context_overflow: str = "warn",
 ) -> EvalResult:
     """Generate, grade and summarise ``model`` on ``benchmarks``.
 
@@ -142,16 +160,30 @@ def evaluate(
     comma-separated string) or ``Benchmark`` objects (``benchmark_from_file``). ``prompt`` and
     ``max_new_tokens`` override the benchmarks' defaults (a value for all, or a mapping by benchmark).
     ``backend``: "hf", "vllm", or a ready ``Backend`` (reused across calls; its own device, dtype and batch
-    size apply). ``limit``: the first N problems of each benchmark. ``keywords``: the reflection keyword
-    list of the summary ("paper" or "paper-code"). Generations are cached under ``cache_dir`` (default
-    ``paths.cache_dir()``) unless ``use_cache`` is false; ``out_dir`` receives ``samples.jsonl`` and
-    ``summary.csv``.
+    size apply). ``limit``: N problems of each benchmark, evenly
+    spread over its file (``benchmarks.spread``). ``keywords``: the reflection keyword
+    list of the summary ("paper" or "paper-code"), ``length``: its length count ("generated", "paper",
+    "retok"; see ``metrics.LENGTH_COUNTS``); both default per benchmark (the six real benchmarks: the
+    paper code's "paper-code" and "paper"; else "paper" and "generated"). Generations are cached under
+    ``cache_dir`` (default ``paths.cache_dir()``) unless ``use_cache`` is false; ``out_dir`` receives
+    ``samples.jsonl`` and ``summary.csv``.
+
+    Context: ``max_model_len`` is the context (prompt + new tokens) the engine may use; it defaults to the
+    longest prompt + budget, rounded up to ``MAX_MODEL_LEN_STEP`` (vLLM gets it; HF ``generate`` needs
+    none), and a smaller value is refused rather than silently capping responses. When prompt + budget
+    exceeds the model's ``max_position_embeddings``, ``context_overflow="warn"`` warns (with the fix) and
+    generates past the trained positions on both backends (vLLM is allowed the longer context),
+    ``"error"`` refuses. Each record holds its ``prompt_tokens``.
 
     Returns an ``EvalResult`` whose ``records`` hold one row per sample (columns ``RECORD_COLUMNS``).
     """
     import pandas as pd
     from tqdm.auto import tqdm
 
+    if context_overflow not in CONTEXT_OVERFLOW:
+        raise ConfigError(f"context_overflow must be one of {', '.join(CONTEXT_OVERFLOW)}, got {context_overflow!r}")
+    if max_model_len is not None and (not isinstance(max_model_len, int) or max_model_len < 2):
+        raise ConfigError(f"max_model_len must be a positive number of tokens, got {max_model_len!r}")
     benches = _parse_benchmarks(benchmarks)
     # Read every benchmark first: a missing file should stop the run before a model is loaded.
     problem_sets = {b.name: load_benchmark(b, limit=limit) for b in benches}
@@ -174,10 +206,10 @@ def evaluate(
     if model_name is None:
         model_name = paths.relative_to_root(model) if Path(model).is_dir() else str(model)
     cache_root = Path(cache_dir) if cache_dir is not None else paths.cache_dir()
+    tok = engine.tokenizer
 
-    all_records: list[dict] = []
-    settings = {"model": model_name, "model_fingerprint": fingerprint, "benchmarks": {}, "limit": limit,
-                **engine.identity(), "keywords": keywords if isinstance(keywords, str) else list(keywords)}
+    # Prompts, their ids and the context they need, for every benchmark before anything is generated.
+    plans = []
     for bench in benches:
         prompt_name = _per_benchmark(prompt, bench.name) or bench.prompt or DEFAULT_PROMPT
         budget = _per_benchmark(max_new_tokens, bench.name) or bench.max_new_tokens \
@@ -186,12 +218,56 @@ def evaluate(
         params = DecodingParams(max_new_tokens=int(budget), temperature=temperature, top_p=top_p, seed=seed,
                                 stop=template.stop)
         problems = problem_sets[bench.name]
-        prompts = [template.build(p.question, engine.tokenizer) for p in problems]
+        prompts = [template.build(p.question, tok) for p in problems]
+        ids = [prompt_ids(tok, t) for t in prompts]
         # Keyed by the prompt's text *and* its token ids: the same text tokenised differently (a tokenizer fix,
         # another transformers version) is a different input and must not reuse cached generations.
-        shas = [text_sha(t + "\x00" + ",".join(map(str, prompt_ids(engine.tokenizer, t)))) for t in prompts]
-        key = {"model": fingerprint, "benchmark": bench.name, "prompt": template.name,
-               "decoding": params.as_dict(), **engine.identity()}
+        shas = [text_sha(t + "\x00" + ",".join(map(str, i))) for t, i in zip(prompts, ids)]
+        kw_list = _per_benchmark(keywords, bench.name) or bench.keywords or "paper"
+        count = _per_benchmark(length, bench.name) or bench.length or "generated"
+        metrics.length_column(count)  # an unknown name fails here, before generation
+        plans.append((bench, template, params, problems, prompts, ids, shas, kw_list, count))
+    needed = max((max(map(len, pl[5]), default=0) + pl[2].max_new_tokens for pl in plans), default=0)
+    positions = model_positions(model_dir)
+    context = {"positions": positions, "needed": needed, "overflow": []}
+    for bench, _t, params, _p, _pr, ids, *_ in plans:
+        longest = max(map(len, ids), default=0)
+        if positions is not None and longest + params.max_new_tokens > positions:
+            message = _context_message(bench.name, longest, params.max_new_tokens, positions)
+            if context_overflow == "error":
+                raise ConfigError(message + ", or pass context_overflow='warn' to generate past the trained "
+                                  "positions")
+            warnings.warn(message + "; generating past the trained positions (context_overflow='warn')",
+                          stacklevel=2)
+            context["overflow"].append(bench.name)
+    if max_model_len is not None and max_model_len < needed:
+        raise ConfigError(f"max_model_len={max_model_len} is below the longest prompt + max_new_tokens ({needed}): "
+                          "responses would be cut short by the context, not by the budget. Raise max_model_len or "
+                          "lower max_new_tokens")
+    engine_len = None
+    if engine.name == "vllm":
+        if max_model_len is None:
+            max_model_len = math.ceil(needed / MAX_MODEL_LEN_STEP) * MAX_MODEL_LEN_STEP
+            if positions is not None and needed <= positions:
+                max_model_len = max(needed, min(max_model_len, positions))
+        if getattr(engine, "_llm", None) is None:
+            engine.max_model_len = max_model_len
+            if positions is not None and max_model_len > positions:
+                # vLLM refuses a context beyond max_position_embeddings unless told; the warning above says why.
+                os.environ["VLLM_ALLOW_LONG_MAX_MODEL_LEN"] = "1"
+        elif (engine.max_model_len or positions or needed) < needed:
+            raise ConfigError(f"the given vLLM backend was started with max_model_len={engine.max_model_len}, "
+                              f"below the {needed} tokens this evaluation needs: start a new backend")
+        engine_len = engine.max_model_len
+    context["max_model_len"] = max_model_len
+
+    all_records: list[dict] = []
+    settings = {"model": model_name, "model_fingerprint": fingerprint, "benchmarks": {}, "limit": limit,
+                **engine.identity(), "context": context}
+    for bench, template, params, problems, prompts, ids, shas, kw_list, count in plans:
+        key = generation_key(model=fingerprint, benchmark=bench.name, prompt=template.name,
+                             decoding=params.as_dict(), identity=engine.identity(), device=engine.device,
+                             max_model_len=engine_len)
         cache = GenerationCache(cache_root, bench.name, key) if use_cache else None
         done = cache.load() if cache else {}
         generated: dict[int, dict] = {}
@@ -217,6 +293,8 @@ def evaluate(
             "prompt": template.name, "decoding": params.as_dict(), "n": len(problems), "generated": len(todo),
             "from_cache": len(problems) - len(todo), "seconds": round(time.perf_counter() - started, 3),
             "cache_file": paths.relative_to_root(cache.path) if cache else None, "grader": bench.grader,
+            "keywords": kw_list if isinstance(kw_list, str) else list(kw_list), "length_count": count,
+            "longest_prompt_tokens": max(map(len, ids), default=0),
         }
         grades = cache.load_grades() if cache else {}
         timeouts = 0
@@ -233,12 +311,14 @@ def evaluate(
                 timeouts += g.timed_out
                 if cache and not g.timed_out:
                     cache.append_grade(gkey, extracted, correct)
-            n_kw = metrics.count_keywords(rec["response"], keywords)
+            n_kw = metrics.count_keywords(rec["response"], kw_list)
             all_records.append({
                 "model": model_name, "benchmark": bench.name, "idx": p.idx, "level": p.level,
                 "question": p.question, "reference": p.answer, "response": rec["response"],
                 "extracted": extracted, "correct": bool(correct), "n_tokens": int(rec["n_tokens"]),
-                "n_tokens_retok": int(rec["n_tokens_retok"]), "finish_reason": rec["finish_reason"],
+                "n_tokens_retok": int(rec["n_tokens_retok"]),
+                "n_tokens_paper": metrics.paper_length(rec["response"], tok), "prompt_tokens": len(ids[i]),
+                "finish_reason": rec["finish_reason"],
                 "truncated": rec["finish_reason"] == "length", "reflective": n_kw > 0, "keyword_count": n_kw,
                 "prompt": template.name, "max_new_tokens": params.max_new_tokens,
             })
@@ -247,7 +327,8 @@ def evaluate(
     # Keep levels as written (ints, or None where a benchmark has none) rather than floats with NaN.
     records["level"] = pd.Series([r["level"] for r in all_records], dtype=object)
     records["idx"] = pd.Series([r["idx"] for r in all_records], dtype=object)
-    summary = metrics.summarize(records, keywords=keywords)
+    summary = metrics.summarize(records, keywords={pl[0].name: pl[7] for pl in plans},
+                                length={pl[0].name: pl[8] for pl in plans})
     result = EvalResult(records=records, summary=summary, settings=settings)
     if out_dir is not None:
         result.save(out_dir)

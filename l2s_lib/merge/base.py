@@ -1,6 +1,6 @@
-"""The contract every merge method implements, and the registry that finds them by name.
+"""The contract every merge method implements (the registry that lists them is ``l2s_lib.merge.registry``).
 
-A merge method is a class registered with ``@register``. It declares:
+A merge method is a class listed in ``registry.METHODS``. It declares:
 
 - ``name``: the registry key used in YAML (``merge_method: ties``) and on the command line;
 - ``paper_name``: how the L2S paper (or the method's own paper) calls it, for tables and figures;
@@ -29,7 +29,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 
@@ -127,14 +127,24 @@ class MergeContext:
     inputs_writable: bool = False
 
     def generator(self, tensor_name: str, salt: str = "") -> torch.Generator:
-        """A torch.Generator on ``self.device`` seeded from (seed, tensor name, salt).
+        """A CPU torch.Generator seeded from (seed, tensor name, salt), whatever the compute device.
 
         Seeding per tensor name makes a merge reproducible whatever order tensors are visited in and
-        whichever shard they live in. CPU and CUDA streams differ, so the device is part of provenance.
+        whichever shard they live in. The generator is always a CPU one (kernels draw on the CPU and move
+        the draw to the compute device: ``random_uniform``): CPU and CUDA generators give different bits
+        for the same seed, and a merge must be the same file on every device.
         """
-        gen = torch.Generator(device=self.device)
+        gen = torch.Generator(device="cpu")
         gen.manual_seed(tensor_seed(self.seed, tensor_name, salt))
         return gen
+
+    def random_uniform(self, shape: tuple[int, ...] | torch.Size, tensor_name: str, salt: str = "") -> torch.Tensor:
+        """fp32 uniforms in [0, 1) of ``shape`` on ``self.device``, drawn on the CPU from ``generator``.
+
+        The one way kernels draw random numbers: the same bits on CPU and CUDA (the draw costs CPU time
+        on a CUDA merge, about a second per 10^8 entries, which is small next to reading the weights)."""
+        draw = torch.rand(tuple(shape), generator=self.generator(tensor_name, salt), dtype=torch.float32)
+        return draw if self.device.type == "cpu" else draw.to(self.device, non_blocking=False)
 
 
 def tensor_seed(seed: int, tensor_name: str, salt: str = "") -> int:
@@ -163,6 +173,12 @@ class MergeMethod:
     #: True when every output entry depends only on the same entry of the inputs (and no randomness):
     #: the driver may then feed the kernel blocks of rows of a large tensor to bound memory.
     elementwise: ClassVar[bool] = False
+    #: Most models to merge besides the base (None: no limit).
+    max_models: ClassVar[int | None] = None
+
+    @classmethod
+    def check(cls, params: dict[str, Any], model_params: list[dict[str, Any]], where: str) -> None:
+        """Cross-parameter checks of a validated configuration (raise ``ConfigError``). Default: none."""
 
     def prepare(self, job: "MergeJob", ctx: MergeContext) -> None:  # noqa: D401 - optional hook
         """Optional whole-model pre-pass that fills ``ctx.state``. Default: nothing to do."""
@@ -188,39 +204,15 @@ class MergeMethod:
         }
 
 
-_REGISTRY: dict[str, type[MergeMethod]] = {}
-_ALIASES: dict[str, str] = {}
-
-
-def register(*aliases: str) -> Callable[[type[MergeMethod]], type[MergeMethod]]:
-    """Class decorator: add a method to the registry under its ``name`` and any aliases."""
-
-    def deco(cls: type[MergeMethod]) -> type[MergeMethod]:
-        for attr in ("name", "paper_name", "reference"):
-            if not getattr(cls, attr, None):
-                raise TypeError(f"merge method {cls.__name__} lacks '{attr}'")
-        if not (cls.__doc__ or "").strip():
-            raise TypeError(f"merge method {cls.__name__} needs a docstring (what it computes, 1-model reduction)")
-        if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
-            raise TypeError(f"merge method name '{cls.name}' registered twice")
-        _REGISTRY[cls.name] = cls
-        for alias in aliases:
-            _ALIASES[alias] = cls.name
-        return cls
-
-    return deco
-
-
-def get_method(name: str) -> type[MergeMethod]:
-    """The method registered as ``name`` (or an alias); ``ConfigError`` listing every method if unknown."""
-    key = _ALIASES.get(name, name)
-    if key not in _REGISTRY:
-        raise ConfigError(f"unknown merge method '{name}'; available: {', '.join(available_methods())}")
-    return _REGISTRY[key]
-
-
-def available_methods() -> list[str]:
-    return sorted(_REGISTRY)
+def check_method(cls: type[MergeMethod]) -> type[MergeMethod]:
+    """Raise ``TypeError`` unless ``cls`` declares what every registry entry must: name, paper name,
+    reference and a docstring (what it computes, what it reduces to with one model to merge)."""
+    for attr in ("name", "paper_name", "reference"):
+        if not getattr(cls, attr, None):
+            raise TypeError(f"merge method {cls.__name__} lacks '{attr}'")
+    if not (cls.__doc__ or "").strip():
+        raise TypeError(f"merge method {cls.__name__} needs a docstring (what it computes, 1-model reduction)")
+    return cls
 
 
 # ---------------------------------------------------------------------------------------------------

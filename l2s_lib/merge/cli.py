@@ -7,7 +7,8 @@ import json
 import signal
 import textwrap
 
-from l2s_lib.merge.base import _ALIASES, available_methods, get_method
+from l2s_lib.merge.registry import aliases as method_aliases
+from l2s_lib.merge.registry import available_methods, get_method
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,7 +50,7 @@ def _raise_interrupt(signum, frame):  # noqa: ARG001 - signal handler signature
 
 def _methods(args: argparse.Namespace) -> int:
     aliases: dict[str, list[str]] = {}
-    for alias, target in _ALIASES.items():
+    for alias, target in method_aliases().items():
         aliases.setdefault(target, []).append(alias)
     described = []
     for name in available_methods():

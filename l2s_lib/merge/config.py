@@ -31,7 +31,8 @@ from typing import Any
 import yaml
 
 from l2s_lib.errors import ConfigError
-from l2s_lib.merge.base import SCOPE_CLASSES, MergeMethod, Param, get_method, validate_params
+from l2s_lib.merge.base import SCOPE_CLASSES, MergeMethod, Param, validate_params
+from l2s_lib.merge.registry import get_method
 
 TOP_LEVEL_KEYS = (
     "merge_method", "base_model", "models", "parameters", "dtype", "out_dtype", "tokenizer_source",
@@ -172,7 +173,7 @@ def load_config(source: str | Path | dict[str, Any]) -> MergeConfig:
     if len(models) < method.min_models:
         raise ConfigError(f"{where}: method '{method.name}' needs at least {method.min_models} model(s) to merge "
                           f"besides the base, got {len(models)}")
-    max_models = getattr(method, "max_models", None)
+    max_models = method.max_models
     if max_models is not None and len(models) > max_models:
         raise ConfigError(f"{where}: method '{method.name}' merges at most {max_models} model(s) with the base, "
                           f"got {len(models)}")
@@ -182,9 +183,7 @@ def load_config(source: str | Path | dict[str, Any]) -> MergeConfig:
         raise ConfigError(f"{where}: 'parameters' must be a mapping")
     _reject_non_scalars(top, f"{where}: parameters")
     params = validate_params(method.params, top, f"{where}: parameters of '{method.name}'")
-    check = getattr(method, "check", None)  # optional cross-parameter checks of a method
-    if check is not None:
-        check(params, [m.parameters for m in models], where)
+    method.check(params, [m.parameters for m in models], where)  # cross-parameter checks of the method
 
     out_dtype = raw.get("out_dtype", raw.get("dtype"))
     if out_dtype is not None and out_dtype not in OUTPUT_DTYPES:

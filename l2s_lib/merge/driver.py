@@ -23,6 +23,7 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import threading
 import time
@@ -44,12 +45,11 @@ from l2s_lib.checkpoints import (
     TOKENIZER_FILES,
     ModelCheckpoint,
     ShardedWriter,
-    git_revision,
-    library_versions,
     open_model,
 )
 from l2s_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from l2s_lib.fingerprint import model_fingerprint
+from l2s_lib.provenance import git_sha, versions
 from l2s_lib.merge.base import MergeContext, MergeMethod
 from l2s_lib.merge.config import MergeConfig, load_config
 
@@ -221,7 +221,9 @@ def merge(
         t_end = time.time()
         writer.write_json("config.json", out_config)
         tokenizer_files = writer.copy_files(tok_src.path, TOKENIZER_FILES)
-        gen = writer.copy_files(tok_src.path, [GENERATION_CONFIG])
+        gen_config, gen_record = output_generation_config(inputs, tok_src)
+        if gen_config is not None:
+            writer.write_json(GENERATION_CONFIG, gen_config)
         provenance = {
             "l2s_provenance_version": 1,
             "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -230,15 +232,15 @@ def merge(
             "inputs": [_describe_input(label, src, cfg) for label, src in inputs],
             "seed": cfg.seed,
             "device": str(dev),
-            "rng": "torch.Generator on the compute device, seeded per tensor from sha256(seed, tensor name, salt); "
-                   "CPU and CUDA streams differ",
+            "rng": "CPU torch.Generator seeded per tensor from sha256(seed, tensor name, salt), draws moved to "
+                   "the compute device: the same on every device",
             "policies": cfg.policies | {"tokenizer_source": cfg.tokenizer_source},
             "compute_dtype": str(ctx.compute_dtype).removeprefix("torch."),
             "decisions": {
                 "config": config_record,
                 "tied_embeddings": tie_record,
                 "tokenizer": {"from": tok_src.ref, "files": tokenizer_files},
-                "generation_config": {"from": tok_src.ref} if gen else None,
+                "generation_config": gen_record,
             },
             "prepass_state": _jsonable({k: v for k, v in ctx.state.items() if k != "shapes"}),
             "output": {"tensors": len(plans), "shards": shards,
@@ -247,8 +249,8 @@ def merge(
                          "stream": round(t_end - t_stream, 3)},
             "config_file": paths.relative_to_root(cfg.source) if cfg.source else None,
             "resolved_config": cfg.to_dict(),
-            "versions": library_versions(),
-            "git": git_revision(),
+            "versions": versions(),
+            "git": git_sha(),
         }
         writer.write_json(PROVENANCE_FILE, provenance)
         return writer.commit()
@@ -404,6 +406,34 @@ def output_config(cfg: MergeConfig, inputs, reference: ModelCheckpoint, models: 
     record["tie_word_embeddings"] = out_tied
     record["dtype"] = name
     return out, record
+
+
+def output_generation_config(inputs, tok_src: ModelCheckpoint) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """The output's generation_config.json and a record of it: the tokenizer source's file, with
+    ``eos_token_id`` listing the end-of-sequence / end-of-turn ids of *every* input.
+
+    A merge keeps one input's tokenizer and generation config, but it may end its turn the way another
+    input does (System 2 of the paper ends turns with its own token, while Qwen2.5-Math's config lists
+    ``<|endoftext|>`` only): without the other ids generation would run on to the budget. The inputs share
+    one vocabulary (checked with the architectures), so their ids mean the same tokens. None when no input
+    has a generation config or declares a stop id.
+    """
+    from l2s_lib.tokenization import checkpoint_stop_ids
+
+    src_file = Path(tok_src.path) / GENERATION_CONFIG
+    out: dict[str, Any] = json.loads(src_file.read_text()) if src_file.is_file() else {}
+    ids: list[int] = []
+    added: dict[str, list[int]] = {}
+    for label, src in [("tokenizer source", tok_src)] + [(lbl, s) for lbl, s in inputs if s is not tok_src]:
+        for i in checkpoint_stop_ids(src.path):
+            if i not in ids:
+                ids.append(i)
+                added.setdefault(src.ref, []).append(i)
+    if not out and not ids:
+        return None, None
+    if ids:
+        out["eos_token_id"] = ids if len(ids) > 1 else ids[0]
+    return out, {"from": tok_src.ref, "eos_token_id": ids, "stop_ids_by_input": added}
 
 
 def _few(items: list[str], n: int = 5) -> str:

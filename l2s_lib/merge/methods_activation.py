@@ -5,17 +5,19 @@ Both have a whole-model pre-pass (``prepare``) that runs the calibration passes 
 per-layer numbers in ``ctx.state``; the per-tensor kernels then stream like task arithmetic. The
 calibration set's hash, source and options go to ``ctx.state["provenance"]["calibration"]``.
 
-AIM is offered as one registry entry per wrapped method, ``aim_<method>`` (the paper's AIM-TIES is
-``aim_ties``), built by ``aim_variant``: the variant's parameters are the wrapped method's plus
-AIM's, its per-model parameters are the wrapped method's, and its kernel calls the wrapped method's
-kernel through the registry. Variants are made at import for every data-free method with a base that
-is registered by then (task-vector and SVD methods); call ``aim_variant(name)`` for one registered later.
+AIM applies to any data-free merge with a base: ``aim(inner)`` makes the method "AIM on ``inner``"
+(its parameters are the wrapped method's plus AIM's, its per-model parameters the wrapped method's,
+its kernel the wrapped method's kernel followed by the relaxation). The registry
+(``l2s_lib.merge.registry``) offers it as ``aim_<name>`` for every registered method it applies to
+(the paper's AIM-TIES is ``aim_ties``).
+
+Calibration data is always given by the caller (the ``calibration`` parameter, required): the merge
+engine knows no default data set.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 from typing import Any
 
@@ -24,10 +26,7 @@ import torch
 from l2s_lib.errors import ConfigError
 from l2s_lib.fingerprint import model_fingerprint
 from l2s_lib.merge import calibration as cal
-from l2s_lib.merge.base import (MergeContext, MergeMethod, Param, _REGISTRY, available_methods, get_method,
-                                register)
-
-DEFAULT_CALIBRATION = "data/organisms/calibration.jsonl"
+from l2s_lib.merge.base import MergeContext, MergeMethod, Param
 
 
 def _record_provenance(ctx: MergeContext, key: str, value: dict[str, Any]) -> None:
@@ -41,8 +40,8 @@ def _progress(ctx: MergeContext) -> bool:
 
 def _calibration_params(default_side: str, side_name: str = "calibration_side") -> tuple[Param, ...]:
     return (
-        Param("calibration", str, DEFAULT_CALIBRATION, "calibration jsonl (question, short_answer, long_answer), "
-              "or hf:<dataset> / simplescaling/s1K for s1K from the hub"),
+        Param("calibration", str, None, "calibration jsonl (question, short_answer, long_answer), "
+              "or hf:<dataset> / simplescaling/s1K for s1K from the hub", required=True),
         Param(side_name, str, default_side, "which answers: short, long or both (two texts per question)",
               choices=cal.SIDES),
         Param("calibration_n", int, 100, "number of calibration questions (the paper: 10, 20, 100); null = all", low=1),
@@ -98,17 +97,15 @@ class _AIMRuntime:
 
 
 class AIMBase(MergeMethod):
-    """Shared machinery of the ``aim_<method>`` variants (not registered itself)."""
+    """Shared machinery of the methods made by ``aim`` (not a registry entry itself)."""
 
-    inner_name: str = ""
+    inner: type[MergeMethod]
     has_prepass = True
 
     @classmethod
     def check(cls, params, model_params, where):
         """The wrapped method's cross-parameter checks, on its own parameters."""
-        inner_check = getattr(get_method(cls.inner_name), "check", None)
-        if inner_check is not None:
-            inner_check(cls.inner_params(params), model_params, where)
+        cls.inner.check(cls.inner_params(params), model_params, where)
 
     @classmethod
     def inner_params(cls, params: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +115,7 @@ class AIMBase(MergeMethod):
     def prepare(self, job, ctx: MergeContext) -> None:
         if job.base is None:
             raise ConfigError(f"{self.name}: AIM needs base_model (its activations define the saliency)")
-        inner = get_method(self.inner_name)()
+        inner = self.inner()
         # The wrapped method sees what the driver put in the state (tensor shapes ...) but writes to its
         # own copy; its pre-pass (e.g. the global TIES threshold) runs whatever has_prepass says.
         driver_keys = set(ctx.state)
@@ -188,49 +185,42 @@ Wrapped method: {inner_doc}
 """
 
 
-def aim_variant(inner_name: str) -> type[MergeMethod]:
-    """The registered ``aim_<inner_name>`` method (created on first request): AIM on a registered merge."""
-    key = f"aim_{inner_name}"
-    if key in _REGISTRY:
-        return _REGISTRY[key]
-    inner = get_method(inner_name)
-    if inner.has_prepass or not inner.needs_base or inner.name.startswith("aim_"):
-        raise ConfigError(f"AIM wraps a data-free merge with a base model; '{inner_name}' is not one")
+def _aim_problem(inner: type[MergeMethod]) -> str | None:
+    if inner.has_prepass or not inner.needs_base or issubclass(inner, AIMBase):
+        return f"AIM wraps a data-free merge with a base model; '{inner.name}' is not one"
     clash = {p.name for p in inner.params} & {p.name for p in AIM_PARAMS}
     if clash:
-        raise ConfigError(f"AIM cannot wrap '{inner_name}': parameter name(s) {sorted(clash)} collide with AIM's")
+        return f"AIM cannot wrap '{inner.name}': parameter name(s) {sorted(clash)} collide with AIM's"
+    return None
+
+
+def aim_applies(inner: type[MergeMethod]) -> bool:
+    """Whether AIM can wrap ``inner``: a data-free merge (no pre-pass) with a base, not AIM itself."""
+    return _aim_problem(inner) is None
+
+
+def aim(inner: type[MergeMethod]) -> type[MergeMethod]:
+    """The method "AIM on ``inner``", named ``aim_<inner.name>``; ``ConfigError`` if AIM cannot wrap it."""
+    problem = _aim_problem(inner)
+    if problem:
+        raise ConfigError(problem)
     inner_doc = (inner.__doc__ or "").strip().splitlines()[0]
-    cls = type(f"AIM_{inner.name}", (AIMBase,), {
+    return type(f"AIM_{inner.name}", (AIMBase,), {
         "__doc__": _AIM_DOC.format(paper=inner.paper_name, inner=inner.name, inner_doc=inner_doc),
         "__module__": __name__,
-        "name": key,
+        "name": f"aim_{inner.name}",
         "paper_name": f"AIM-{inner.paper_name}",
         "reference": "https://arxiv.org/abs/2502.02421",
-        "inner_name": inner.name,
+        "inner": inner,
         "params": tuple(inner.params) + AIM_PARAMS,
         "model_params": tuple(inner.model_params),
         "needs_base": True,
         "min_models": inner.min_models,
+        "max_models": inner.max_models,
         # the relaxation is a per-column scale fixed per tensor, so row blocks are fine when the
         # wrapped kernel allows them
-        "elementwise": getattr(inner, "elementwise", False),
+        "elementwise": inner.elementwise,
     })
-    return register()(cls)
-
-
-def _register_aim_variants() -> None:
-    # The wrapped methods must be registered first; the task-vector module may not exist in a partial
-    # checkout, in which case only the methods that do exist are wrapped.
-    for module in ("l2s_lib.merge.methods_task_vector", "l2s_lib.merge.methods_lowrank"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name != module:
-                raise
-    for name in available_methods():
-        cls = _REGISTRY[name]
-        if not cls.has_prepass and cls.needs_base and not name.startswith("aim_"):
-            aim_variant(name)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -273,7 +263,6 @@ def sens_coefficients(sensitivities: list[dict[str, float]], distances: list[lis
     return out
 
 
-@register("sens_merging")
 class SensMerging(MergeMethod):
     """Sens-Merging: task arithmetic with layer-wise coefficients from gradient sensitivities and logit alignment.
 
@@ -355,5 +344,3 @@ class SensMerging(MergeMethod):
         base = base.to(ctx.compute_dtype)
         return base + sum(l * (m.to(ctx.compute_dtype) - base) for l, m in zip(lam, models))
 
-
-_register_aim_variants()

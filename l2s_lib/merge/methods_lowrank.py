@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 
 from l2s_lib.errors import ConfigError
-from l2s_lib.merge.base import MergeContext, MergeMethod, Param, in_scope, register
+from l2s_lib.merge.base import MergeContext, MergeMethod, Param, in_scope
 
 SVD_SCOPES = ("all_2d", "linear_only")
 SVD_DTYPES = ("float32", "float64")
@@ -148,7 +148,6 @@ def lore_decompose(thetas: list[torch.Tensor], threshold: float, *, relative: bo
     return theta0, deltas, t_abs
 
 
-@register("lore_merging")
 class LoREMerging(MergeMethod):
     """LoRE-Merging: a shared base and low-rank task vectors estimated from the inputs alone, then combined.
 
@@ -218,7 +217,6 @@ def twin_rank(shape: tuple[int, ...], rank_ratio: float, rank: int | None) -> in
     return min(rank, full) if rank is not None else int(rank_ratio * full)
 
 
-@register("twin_merging")
 class TwinMerging(MergeMethod):
     """Twin-Merging, SVD part without router: shared TA expert plus each expert's rank-r exclusive knowledge.
 
@@ -276,13 +274,13 @@ def isotropic(x: torch.Tensor, dtype: str = "float32") -> torch.Tensor:
     return (s.mean() * (u @ vh)).to(x.dtype)
 
 
-@register("isotropic_merging", "iso-c")
 class IsoC(MergeMethod):
     """Iso-C: task arithmetic with the spectrum of the summed task vector flattened to its mean.
 
     Per matrix: ``sum_t delta_t = U diag(S) Vh``, ``M = base + alpha * mean(S) * U Vh``; per vector (and
-    embeddings under ``svd_scope: linear_only``, the default, as in FusionBench's LLM variant):
-    ``M = base + alpha * mean_t delta_t``. Unlike TSV-M or WUDI this does not reduce to TA with one
+    embeddings under ``svd_scope: linear_only``, FusionBench's LLM variant): ``M = base + alpha * mean_t
+    delta_t``. The default scope, ``all_2d``, is the official code's: it decomposes every 2-D tensor,
+    embeddings and lm_head included. Unlike TSV-M or WUDI this does not reduce to TA with one
     expert: ``M = A + alpha * mean(S) * U Vh`` with ``delta = U diag(S) Vh`` keeps the task vector's
     singular directions but gives them equal strength (its Frobenius norm is ``mean(S) sqrt(r) <=
     ||delta||_F``). Iso-CTS (task-specific subspaces) is not implemented: with one expert it has no
@@ -294,7 +292,8 @@ class IsoC(MergeMethod):
     reference = "https://arxiv.org/abs/2502.04959"
     params = (
         Param("alpha", float, 1.0, "scale of the flattened task vector", low=0.0),
-        Param("svd_scope", str, "linear_only", "which 2-D tensors get the SVD", choices=SVD_SCOPES),
+        Param("svd_scope", str, "all_2d", "which 2-D tensors get the SVD (all_2d: the official code; "
+              "linear_only: FusionBench's LLM variant, embeddings take the mean task vector)", choices=SVD_SCOPES),
         Param("svd_dtype", str, "float32", "precision of the SVD", choices=SVD_DTYPES),
     )
 

@@ -16,12 +16,13 @@ configs/merges/README.md). Which tensors are sparsified is the ``scope`` policy;
 from __future__ import annotations
 
 import math
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar
 
 import torch
 
 from l2s_lib.errors import ConfigError
-from l2s_lib.merge.base import MergeContext, MergeJob, MergeMethod, Param, in_scope, register
+from l2s_lib.merge.base import MergeContext, MergeJob, MergeMethod, Param, in_scope
 
 # ---------------------------------------------------------------------------------------------------
 # Shared parameter specs (mergekit's names)
@@ -200,25 +201,120 @@ def trim_threshold(delta: torch.Tensor, threshold: float, inplace: bool = False,
     return out
 
 
-def dare(delta: torch.Tensor, density: float, generator: torch.Generator, rescale: str | None) -> torch.Tensor:
-    """Drop each entry with probability ``1 - density`` and rescale the survivors.
+def dare_keep(shape: tuple[int, ...] | torch.Size, density: float, name: str, k: int, ctx: MergeContext) -> torch.Tensor:
+    """DARE's keep mask of model ``k`` for tensor ``name``: ``u < density`` with ``u`` fp32 uniforms from
+    ``ctx.random_uniform`` (drawn on the CPU, seeded per tensor name and model): the same mask on every
+    device. Drawn in fp32 whatever the compute dtype: the paper code's bf16 probabilities realise
+    p = 0.30078 instead of 0.3."""
+    return ctx.random_uniform(shape, name, f"dare:{k}") < density
+
+
+def dare(delta: torch.Tensor, keep: torch.Tensor, density: float, rescale: str | None,
+         paper_divisor: bool = False) -> torch.Tensor:
+    """Zero the entries of ``delta`` where ``keep`` is false and rescale the survivors.
 
     ``rescale``: ``'inverse'`` divides by ``density`` (DARE and the L2S code), ``'l1'`` restores the
-    tensor's L1 norm (mergekit), ``None`` does not rescale. The mask is drawn in fp32 from ``generator``
-    (seeded per tensor name), whatever the compute dtype: the paper code's bf16 probabilities realise
-    p = 0.30078 instead of 0.3.
+    tensor's L1 norm (mergekit), ``None`` does not rescale. ``paper_divisor`` divides by the paper code's
+    ``1 - p`` with ``p = 1 - density`` (``torch.div`` by that Python float), for ``paper_bf16_arith``.
     """
     if density >= 1:
         return delta
-    keep = torch.rand(delta.shape, generator=generator, device=delta.device, dtype=torch.float32) < density
     out = delta * keep
     if rescale == "inverse":
-        out = out / density
+        out = torch.div(out, 1 - round(1.0 - density, 12)) if paper_divisor else out / density
     elif rescale == "l1":
         before, after = delta.abs().sum(), out.abs().sum()
         if before >= 1e-7 and after >= 1e-7:  # mergekit's guard against empty masks
             out = out * (before / after)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Sparsifiers and consensus: the values that make one generalized task arithmetic into TA, TIES, DARE ...
+# ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sparsifier:
+    """One sparsification step applied to each model's task vector, in ``GeneralizedTaskArithmetic.sparsifiers``
+    order (only to tensors in the ``scope`` policy).
+
+    ``apply(delta, model_params, tensor_name, model_index, ctx)`` returns the sparsified task vector (it
+    may work in place: ``delta`` is the kernel's own tensor). ``density_key`` names the per-model
+    parameter holding the kept fraction. ``magnitude``: a magnitude trim (its threshold can be global:
+    policy ``trim_mode``). ``random``: draws random numbers. ``paper_writes_back``: under
+    ``paper_bf16_arith`` the paper code writes ``base + sparsified delta`` back into the bf16 model and
+    derives the task vector again from it (DARE's ``mask_model_weights``). ``check`` validates the
+    per-model parameters of a configuration.
+    """
+
+    name: str
+    apply: Callable[[torch.Tensor, dict[str, Any], str, int, MergeContext], torch.Tensor]
+    density_key: str
+    magnitude: bool = False
+    random: bool = False
+    paper_writes_back: bool = False
+    check: Callable[[list[dict[str, Any]], str], None] | None = None
+
+
+def _dare_apply(d, mp, name, k, ctx):
+    rescale = ctx.policies.get("dare_rescale", "inverse") if ctx.params.get("rescale", True) else None
+    if mp["density"] >= 1:
+        return d
+    keep = dare_keep(d.shape, mp["density"], name, k, ctx)
+    return dare(d, keep, mp["density"], rescale, paper_divisor=_paper_arith(ctx))
+
+
+def _magnitude_apply(key: str):
+    def apply(d, mp, name, k, ctx):
+        return _trim(d, mp[key], name, k, ctx)
+
+    return apply
+
+
+def _check_positive_density(model_params: list[dict[str, Any]], where: str) -> None:
+    for i, mp in enumerate(model_params):
+        if mp["density"] <= 0:
+            raise ConfigError(f"{where}: models[{i}] density must be > 0 for a random drop (it is the keep "
+                              f"probability; the rescale divides by it), got {mp['density']}")
+
+
+#: DARE's random drop and rescale (per-model ``density`` = keep probability).
+DARE = Sparsifier("dare", _dare_apply, "density", random=True, paper_writes_back=True, check=_check_positive_density)
+#: TIES's magnitude trim (per-model ``density`` = kept fraction).
+MAGNITUDE = Sparsifier("magnitude", _magnitude_apply("density"), "density", magnitude=True)
+#: The magnitude trim after DARE's drop of the paper's DARE-TIES (per-model ``trim_density``).
+MAGNITUDE_AFTER_DROP = Sparsifier("magnitude", _magnitude_apply("trim_density"), "trim_density", magnitude=True)
+
+
+@dataclass(frozen=True)
+class Consensus:
+    """How the weighted task vectors of one coordinate are combined.
+
+    ``None`` in a method (no consensus) sums them, and ``normalize`` divides by the sum of the weights.
+    ``SIGN`` is TIES's election: the elected sign of a coordinate is that of the weighted sum (zero counts
+    as positive: mergekit's ``sum`` rule and the L2S code's), only the entries that agree with it are
+    summed, and ``normalize`` divides by the sum of the agreeing weights (the disjoint mean).
+    """
+
+    name: str
+
+
+SIGN = Consensus("sign")
+#: The average of the base and the (sparsified) models, ``(A + sum_k B'_k) / (n + 1)``: each task vector
+#: weighs ``1 / (n + 1)`` (the methods that use it have no ``weight``). The paper's DARE row is DARE on
+#: Average merging of System 1 and System 2 (``mask_apply_method: average_merging``).
+MEAN_WITH_BASE = Consensus("mean_with_base")
+
+
+def _weights(ctx: MergeContext, consensus: Consensus | None) -> list[float]:
+    if consensus is MEAN_WITH_BASE:
+        return [1.0 / (len(ctx.model_params) + 1)] * len(ctx.model_params)
+    return [mp["weight"] for mp in ctx.model_params]
+
+
+def _paper_arith(ctx: MergeContext) -> bool:
+    return ctx.policies.get("compute_dtype") == "paper_bf16_arith"
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -231,30 +327,27 @@ def generalized_task_arithmetic(
     base: torch.Tensor,
     models: list[torch.Tensor],
     ctx: MergeContext,
-    *,
-    drop: bool = False,
-    trim_key: str | None = None,
-    consensus: bool = False,
+    sparsifiers: tuple[Sparsifier, ...] = (),
+    consensus: Consensus | None = None,
 ) -> torch.Tensor:
     """``base + lambda * combine_k(weight_k * sparsify(theta_k - base))`` in mergekit's order of operations.
 
-    ``drop``: DARE random drop (per-model ``density``); ``trim_key``: the per-model parameter holding the
-    magnitude-trim density (``density`` for TIES, ``trim_density`` for DARE-TIES); ``consensus``: TIES's
-    sign election and disjoint mean (mergekit's rule: the elected sign of a coordinate is that of the
-    weighted sum, zero counting as positive).
+    ``sparsifiers`` run in order on each model's task vector (DARE's drop, a magnitude trim ...);
+    ``consensus`` is ``None`` (plain weighted sum) or ``SIGN`` (TIES). Under ``compute_dtype:
+    paper_bf16_arith`` the arithmetic is the paper code's instead (``paper_code_task_arithmetic``).
     """
+    if _paper_arith(ctx):
+        return paper_code_task_arithmetic(name, base, models, ctx, sparsifiers, consensus)
     scoped = in_scope(name, base.ndim, ctx)
     p = ctx.params
     deltas = []
     for k, (m, mp) in enumerate(zip(models, ctx.model_params)):
         d = m.sub_(base) if ctx.inputs_writable else m - base
-        if scoped and drop:
-            d = dare(d, mp["density"], ctx.generator(name, f"dare:{k}"),
-                     ctx.policies.get("dare_rescale", "inverse") if p.get("rescale", True) else None)
-        if scoped and trim_key is not None:
-            d = _trim(d, mp[trim_key], name, k, ctx)
+        if scoped:
+            for sp in sparsifiers:
+                d = sp.apply(d, mp, name, k, ctx)
         deltas.append(d)
-    weights = [mp["weight"] for mp in ctx.model_params]
+    weights = _weights(ctx, consensus)
 
     if len(deltas) == 1:
         # One model (the L2S setting): the same arithmetic as the general branch below without stacking
@@ -275,7 +368,7 @@ def generalized_task_arithmetic(
     del deltas
     wt = torch.tensor(weights, dtype=stacked.dtype, device=stacked.device).reshape(-1, *([1] * base.ndim))
     stacked.mul_(wt)
-    if consensus:
+    if consensus is SIGN:
         majority = (stacked.sum(dim=0) >= 0).to(stacked.dtype) * 2 - 1
         mask = stacked.sign() == majority
         mixed = (stacked * mask).sum(dim=0)
@@ -292,6 +385,65 @@ def generalized_task_arithmetic(
     return base + mixed
 
 
+def paper_code_task_arithmetic(name, base, models, ctx, sparsifiers=(), consensus=None) -> torch.Tensor:
+    """The L2S code's arithmetic (``src/merging_methods.py``, ``src/mask_weights_utils.py``) on bf16 tensors.
+
+    Step by step as the paper code does it (inputs are the bf16 weights; every op below is a bf16 op
+    unless said otherwise):
+
+    - task vector ``tau = B - A``;
+    - DARE (``mask_model_weights``): ``tau * keep``, ``torch.div(., 1 - p)``; the result is written back
+      into the model, ``B' = A + 1.0 * .``, and the merge method derives ``tau = B' - A`` again;
+    - a magnitude trim: ``tau * (|tau| >= t)`` (``trim_mode`` decides ``t``; the paper's is ``paper``);
+    - no consensus (``task_arithmetic``): ``A + alpha * (tau_1 + tau_2 + ...)``, ``alpha * .`` rounded to
+      bf16 and the sum rounded again;
+    - ``SIGN`` (``ties_merging``): elected sign ``sign(sum tau)`` (0 -> +1), agreeing entries kept, their
+      bf16 sum divided by the fp32 count of kept entries (so the merged task vector is fp32), then
+      ``A + alpha * .`` in fp32, rounded to bf16 once when it is stored;
+    - ``MEAN_WITH_BASE`` (``average_merging`` of System 1 and the models, the paper's DARE row):
+      ``torch.stack([A', B'_1, ...]).mean(0)`` with ``A' = A + 1.0 * (A - A)`` (masking System 1's zero
+      task vector, as the paper's ``--weight_mask_rates p,p`` does).
+
+    ``alpha`` is ``lambda * weight`` (``lambda`` alone where ``normalize`` cancels the weight). The paper
+    code has one coefficient for all models, so several models need equal weights here.
+    """
+    weights = _weights(ctx, consensus)
+    if len(set(weights)) > 1:
+        raise ConfigError("compute_dtype paper_bf16_arith follows the paper code, which has one coefficient for "
+                          f"all models: give every model the same weight (got {weights}) and scale with lambda")
+    w, lam, n = weights[0], ctx.params.get("lambda", 1.0), len(models)
+    if consensus is SIGN:
+        alpha = lam * (1.0 if ctx.params.get("normalize") else w)
+    else:
+        alpha = lam * (1.0 / n if ctx.params.get("normalize") else w)
+    scoped = in_scope(name, base.ndim, ctx)
+    taus, written = [], []
+    for k, (m, mp) in enumerate(zip(models, ctx.model_params)):
+        tau = m - base
+        if scoped:
+            for sp in sparsifiers:
+                tau = sp.apply(tau, mp, name, k, ctx)
+                if sp.paper_writes_back:
+                    m = base + 1.0 * tau
+                    tau = m - base
+        taus.append(tau)
+        written.append(m)
+    if consensus is MEAN_WITH_BASE:
+        return torch.stack([base + 1.0 * (base - base), *written]).mean(dim=0)
+    if consensus is None:
+        merged = taus[0]
+        for t in taus[1:]:
+            merged = merged + t
+        return base + alpha * merged
+    summed = sum(taus)
+    sign = torch.sign(summed)
+    sign[sign == 0] = 1.0
+    preserved = [t * (((sign > 0) & (t > 0)) | ((sign < 0) & (t < 0))).to(t.dtype) for t in taus]
+    count = sum([(t != 0).float() for t in preserved])
+    merged = sum(preserved) / torch.clamp(count, min=1.0)  # bf16 / fp32: an fp32 tensor
+    return (base + alpha * merged).to(base.dtype)
+
+
 def _trim(d: torch.Tensor, density: float, name: str, k: int, ctx: MergeContext) -> torch.Tensor:
     mode = ctx.policies.get("trim_mode", "exact")
     if mode == "exact":
@@ -304,42 +456,69 @@ def _trim(d: torch.Tensor, density: float, name: str, k: int, ctx: MergeContext)
     return trim_threshold(d, thresholds[k], inplace=True)
 
 
-class _GTA(MergeMethod):
-    """Shared plumbing of the generalized-task-arithmetic methods (not registered)."""
+class GeneralizedTaskArithmetic(MergeMethod):
+    """Task arithmetic with a chain of sparsifiers and an optional consensus (not a registry entry itself).
 
-    drop: bool = False
-    trim_key: str | None = None
-    consensus: bool = False
-    has_prepass = False  # the global TIES threshold pre-pass runs only when trim_mode is global
+    A registry entry is a subclass made by ``task_arithmetic_method`` with its name, parameters,
+    ``sparsifiers`` and ``consensus`` as values, so a new trim or drop (DELLA, breadcrumbs ...) is a
+    ``Sparsifier`` and one entry, not a change of the kernel.
+    """
+
+    sparsifiers: ClassVar[tuple[Sparsifier, ...]] = ()
+    consensus: ClassVar[Consensus | None] = None
+    has_prepass = False  # the global-threshold pre-pass runs only when trim_mode is global
+
+    @classmethod
+    def check(cls, params, model_params, where):
+        for sp in cls.sparsifiers:
+            if sp.check is not None:
+                sp.check(model_params, where)
 
     def merge_tensor(self, name, base, models, ctx):
-        return generalized_task_arithmetic(name, base, models, ctx, drop=self.drop, trim_key=self.trim_key,
-                                           consensus=self.consensus)
+        return generalized_task_arithmetic(name, base, models, ctx, self.sparsifiers, self.consensus)
 
     def prepare(self, job: MergeJob, ctx: MergeContext) -> None:
-        if self.trim_key is not None and ctx.policies.get("trim_mode") == "global":
-            ctx.state["global_trim_thresholds"] = global_trim_thresholds(job, ctx, self)
+        trims = [i for i, sp in enumerate(self.sparsifiers) if sp.magnitude]
+        if trims and ctx.policies.get("trim_mode") == "global":
+            ctx.state["global_trim_thresholds"] = global_trim_thresholds(job, ctx, self, trims[0])
 
-    def task_vectors_before_trim(self, name, base, models, ctx) -> list[torch.Tensor]:
-        """The task vectors the magnitude trim sees (after DARE's drop when there is one)."""
+    def task_vectors_before(self, step: int, name, base, models, ctx) -> list[torch.Tensor]:
+        """The task vectors that sparsifier ``step`` sees (after the steps before it, for in-scope tensors)."""
         out = []
         for k, (m, mp) in enumerate(zip(models, ctx.model_params)):
             d = m - base
-            if self.drop and in_scope(name, base.ndim, ctx):
-                d = dare(d, mp["density"], ctx.generator(name, f"dare:{k}"),
-                         ctx.policies.get("dare_rescale", "inverse") if ctx.params.get("rescale", True) else None)
+            if in_scope(name, base.ndim, ctx):
+                for sp in self.sparsifiers[:step]:
+                    d = sp.apply(d, mp, name, k, ctx)
             out.append(d)
         return out
 
 
-def global_trim_thresholds(job: MergeJob, ctx: MergeContext, method: "_GTA") -> list[float]:
+def task_arithmetic_method(name: str, paper_name: str, reference: str, doc: str, *,
+                           sparsifiers: tuple[Sparsifier, ...] = (), consensus: Consensus | None = None,
+                           params: tuple[Param, ...], model_params: tuple[Param, ...]) -> type[GeneralizedTaskArithmetic]:
+    """A registry entry of the task-arithmetic family: ``GeneralizedTaskArithmetic`` with these values.
+
+    Element-wise (row blocks allowed) exactly when there is no sparsifier: a trim needs the whole tensor
+    and a random draw its whole shape."""
+    return type(f"GTA_{name}", (GeneralizedTaskArithmetic,), {
+        "__doc__": doc, "__module__": __name__, "name": name, "paper_name": paper_name, "reference": reference,
+        "sparsifiers": tuple(sparsifiers), "consensus": consensus, "elementwise": not sparsifiers,
+        "params": tuple(params), "model_params": tuple(model_params),
+    })
+
+
+def global_trim_thresholds(job: MergeJob, ctx: MergeContext, method: GeneralizedTaskArithmetic,
+                           step: int) -> list[float]:
     """Per model, the c-th smallest ``|delta|`` over every in-scope tensor of the model, exactly.
 
     ``c = floor(N * (1 - density))`` with N the number of in-scope entries (the original TIES and the
-    L2S ``ties_merging_dare`` rule; entries ``>=`` the threshold are kept). The model never sits in
-    memory: ``kth_smallest`` re-reads the tensors for each of its passes (two, usually).
+    L2S ``ties_merging_dare`` rule; entries ``>=`` the threshold are kept); ``delta`` is the task vector
+    that magnitude sparsifier ``step`` sees. The model never sits in memory: ``kth_smallest`` re-reads
+    the tensors for each of its passes (two, usually).
     """
-    densities = [mp[method.trim_key] for mp in ctx.model_params]
+    key = method.sparsifiers[step].density_key
+    densities = [mp[key] for mp in ctx.model_params]
     shapes = ctx.state["shapes"]
     names = [n for n in job.names if in_scope(n, len(shapes[n]), ctx)]
     n_total = sum(math.prod(shapes[n]) for n in names)
@@ -353,7 +532,7 @@ def global_trim_thresholds(job: MergeJob, ctx: MergeContext, method: "_GTA") -> 
         def blocks(k=k):
             for name in names:
                 base, models = job.load(name)
-                d = method.task_vectors_before_trim(name, base, models, ctx)[k]
+                d = method.task_vectors_before(step, name, base, models, ctx)[k]
                 yield from _abs_blocks(d)
 
         thresholds.append(kth_smallest(blocks, n_total, c)[0])
@@ -361,19 +540,11 @@ def global_trim_thresholds(job: MergeJob, ctx: MergeContext, method: "_GTA") -> 
     return thresholds
 
 
-def _check_positive_density(model_params: list[dict[str, Any]], where: str) -> None:
-    for i, mp in enumerate(model_params):
-        if mp["density"] <= 0:
-            raise ConfigError(f"{where}: models[{i}] density must be > 0 for a random drop (it is the keep "
-                              f"probability; the rescale divides by it), got {mp['density']}")
-
-
 # ---------------------------------------------------------------------------------------------------
-# Registered methods
+# The methods
 # ---------------------------------------------------------------------------------------------------
 
 
-@register("linear")
 class Average(MergeMethod):
     """Weighted average of the models: M = sum_i w_i theta_i / sum_i w_i (mergekit ``linear``).
 
@@ -407,26 +578,21 @@ class Average(MergeMethod):
         return out
 
 
-@register("ta")
-class TaskArithmetic(_GTA):
+
+
+TaskArithmetic = task_arithmetic_method(
+    "task_arithmetic", "Task Arithmetic (TA)", "https://arxiv.org/abs/2212.04089",
     """Task Arithmetic: M = base + lambda * sum_k w_k (theta_k - base); one model: A + alpha (B - A).
 
     With ``normalize: true`` the sum is divided by sum_k w_k.
 
     One model to merge (the paper): ``M = A + alpha (B - A)`` with alpha = ``weight`` (or ``lambda``);
     alpha = 0 gives System 1, alpha = 1 System 2, alpha = 0.5 the average. The paper uses alpha = 0.7.
-    """
+    """,
+    params=(P_LAMBDA, _normalize(False), P_INT8), model_params=(P_WEIGHT,))
 
-    name = "task_arithmetic"
-    paper_name = "Task Arithmetic (TA)"
-    reference = "https://arxiv.org/abs/2212.04089"
-    elementwise = True
-    params = (P_LAMBDA, _normalize(False), P_INT8)
-    model_params = (P_WEIGHT,)
-
-
-@register("ties_merging")
-class Ties(_GTA):
+Ties = task_arithmetic_method(
+    "ties", "TIES-Merging", "https://arxiv.org/abs/2306.01708",
     """TIES-Merging: trim task vectors by magnitude, elect signs, average the agreeing entries, scale.
 
     Each task vector keeps its largest-magnitude entries; a sign is elected per entry; the agreeing
@@ -437,65 +603,51 @@ class Ties(_GTA):
     ``1 - density``: 7B uses k = 0.8, alpha = 1, i.e. ``density: 0.2, lambda: 1``. ``trim_mode`` chooses
     the exact top-k (default, mergekit's count), the paper's kth-value rule (keeps ties) or the original
     global threshold (pre-pass over the whole model). density 1 gives Task Arithmetic.
-    """
+    """,
+    sparsifiers=(MAGNITUDE,), consensus=SIGN, params=(P_LAMBDA, _normalize(True), P_INT8),
+    model_params=(P_WEIGHT, P_DENSITY))
 
-    name = "ties"
-    paper_name = "TIES-Merging"
-    reference = "https://arxiv.org/abs/2306.01708"
-    trim_key = "density"
-    consensus = True
-    params = (P_LAMBDA, _normalize(True), P_INT8)
-    model_params = (P_WEIGHT, P_DENSITY)
-
-
-@register("dare_task_arithmetic", "dare_ta")
-class DareLinear(_GTA):
+DareLinear = task_arithmetic_method(
+    "dare_linear", "DARE", "https://arxiv.org/abs/2311.03099",
     """DARE on task arithmetic (mergekit ``dare_linear``): random drop and rescale, then TA.
 
-    Each task-vector entry is dropped with probability ``1 - density`` and the survivors are rescaled.
+    Each task-vector entry is dropped with probability ``1 - density`` and the survivors are rescaled
+    (by ``1/density``, the paper's ``1/(1 - p)``, under the default ``dare_rescale: inverse``; mergekit
+    restores the L1 norm instead: ``dare_rescale: l1``).
 
     One model to merge: ``M = A + w * m * (B - A) / density`` with ``m ~ Bernoulli(density)`` seeded per
-    tensor name. The paper's DARE row (DARE on Average) is ``weight: 0.5``; its DARE-TA is ``weight: 0.7``;
-    p = 0.3 is ``density: 0.7``. density 1 gives Task Arithmetic exactly.
-    """
+    tensor name (drawn on the CPU: the same mask on every device). The paper's DARE row (DARE on Average)
+    is ``weight: 0.5``; its DARE-TA is ``weight: 0.7``; p = 0.3 is ``density: 0.7``. density 1 gives Task
+    Arithmetic exactly.
+    """,
+    sparsifiers=(DARE,), params=(P_LAMBDA, _normalize(False), P_RESCALE, P_INT8),
+    model_params=(P_WEIGHT, P_DENSITY))
 
-    name = "dare_linear"
-    paper_name = "DARE"
-    reference = "https://arxiv.org/abs/2311.03099"
-    drop = True
-    params = (P_LAMBDA, _normalize(False), P_RESCALE, P_INT8)
-    model_params = (P_WEIGHT, P_DENSITY)
+DareAverage = task_arithmetic_method(
+    "dare_average", "DARE", "https://arxiv.org/abs/2311.03099",
+    """DARE on Average merging (the paper's DARE row): each model's task vector is dropped and rescaled,
+    then the base and the models are averaged, ``M = (A + sum_k (A + m_k (B_k - A) / density)) / (n + 1)``.
 
-    @classmethod
-    def check(cls, params, model_params, where):
-        _check_positive_density(model_params, where)
+    One model to merge: ``M = A + m (B - A) / (2 density)``, ``m ~ Bernoulli(density)`` seeded per tensor
+    name: the same tensors as ``dare_linear`` with ``weight: 0.5`` on the fp32 path; under
+    ``paper_bf16_arith`` it is the paper code's ``average_merging`` of System 1 and the masked System 2.
+    density 1 gives the average of the base and the models.
+    """,
+    sparsifiers=(DARE,), consensus=MEAN_WITH_BASE, params=(P_RESCALE, P_INT8), model_params=(P_DENSITY,))
 
-
-@register()
-class DareTies(_GTA):
+DareTies = task_arithmetic_method(
+    "dare_ties", "DARE-TIES", "https://arxiv.org/abs/2311.03099",
     """DARE-TIES: DARE's random drop and rescale, an optional magnitude trim, then TIES's sign election.
 
     mergekit's ``dare_ties`` has no magnitude trim (``trim_density: 1``, the default). The paper's DARE-TIES
     applies TIES with its k after DARE: ``trim_density: 1 - k``. One model to merge:
     ``M = A + lambda * trim(w * m * (B - A) / density)`` (normalize false: the weight stays). density 1 and
     trim_density 1 give Task Arithmetic; density 1 alone gives TIES with ``normalize: false``.
-    """
-
-    name = "dare_ties"
-    paper_name = "DARE-TIES"
-    reference = "https://arxiv.org/abs/2311.03099"
-    drop = True
-    trim_key = "trim_density"
-    consensus = True
-    params = (P_LAMBDA, _normalize(False), P_RESCALE, P_INT8)
-    model_params = (P_WEIGHT, P_DENSITY, P_TRIM_DENSITY)
-
-    @classmethod
-    def check(cls, params, model_params, where):
-        _check_positive_density(model_params, where)
+    """,
+    sparsifiers=(DARE, MAGNITUDE_AFTER_DROP), consensus=SIGN, params=(P_LAMBDA, _normalize(False), P_RESCALE, P_INT8),
+    model_params=(P_WEIGHT, P_DENSITY, P_TRIM_DENSITY))
 
 
-@register()
 class Slerp(MergeMethod):
     """Spherical linear interpolation between the base and one model, tensor by tensor.
 

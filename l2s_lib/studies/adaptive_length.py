@@ -242,6 +242,10 @@ def _rho_list(table: pd.DataFrame, models: Sequence[str]) -> str:
     return ", ".join(f"{m} {t.loc[m, 'rho']:.2f}" for m in models if m in t.index)
 
 
+#: Fewest difficulty levels on which a length-level correlation is judged.
+MIN_LEVELS = 3
+
+
 def conclusion(level_corr: pd.DataFrame, shortening: pd.DataFrame, paper_corr: pd.DataFrame, system1: str,
                system2: str, merges: Sequence[str], world: str = "organism", min_rho: float = MIN_RHO,
                ours_corr: pd.DataFrame | None = None) -> str:
@@ -254,6 +258,15 @@ def conclusion(level_corr: pd.DataFrame, shortening: pd.DataFrame, paper_corr: p
     merges = [m for m in merges if m in c.index]
     if not merges:
         raise ValueError("no merge of the list is in the correlation table")
+    n_levels = len(shortening.columns)
+    undefined = [m for m in [system1, system2] + merges if m in c.index and pd.isna(c.loc[m, "rho"])]
+    if n_levels < MIN_LEVELS or undefined:
+        # A quick look (LIMIT) can leave too few levels for a correlation: say so instead of "holds for none".
+        why = (f"the run has {n_levels} difficulty level{'s' if n_levels != 1 else ''} (at least {MIN_LEVELS} are "
+               "needed)" if n_levels < MIN_LEVELS else
+               f"the rank correlation is undefined for {claims.names(undefined)}")
+        return (f"**Verdict ({world} world): inconclusive**: the adaptive-length claim cannot be judged from this run: "
+                f"{why}. Run more problems per benchmark (LIMIT = 0 evaluates them all).")
     adapts = [m for m in merges if c.loc[m, "rho"] >= min_rho and c.loc[m, "rising_steps"] == 1.0]
     head = (f"**Verdict ({world} world): the paper's adaptive-length claim holds for {len(adapts)} of {len(merges)} "
             f"merges**" if adapts else

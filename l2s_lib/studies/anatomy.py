@@ -74,7 +74,7 @@ def singular_values(system1: str | Path, system2: str | Path, device: str = "cpu
 def svd_settings(scale: str = "7b") -> dict[str, float]:
     """The SVD methods' spectral settings in the paper configs at ``scale``: LoRE's relative threshold and
     Twin's rank ratio (``catalog.paper_config``; defaults of the method where a config leaves them out)."""
-    from l2s_lib.merge.base import get_method
+    from l2s_lib.merge.registry import get_method
 
     def value(key: str, param: str) -> float:
         cfg = catalog.paper_config(key, scale)

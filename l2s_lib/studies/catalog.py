@@ -18,6 +18,7 @@ import yaml
 
 from l2s_lib import paths
 from l2s_lib.errors import ConfigError
+from l2s_lib.merge.registry import get_method
 from l2s_lib.studies import grid
 
 #: (config key, label in tables and figures). The first ten are the paper's Table 1 rows (same labels,
@@ -122,8 +123,9 @@ def retarget(config: Mapping[str, Any], pair: Pair, params: Mapping[str, Any] | 
         models.append(entry)
     cfg["models"] = models
     top = dict(cfg.get("parameters") or {})
+    takes = {p.name for p in get_method(cfg["merge_method"]).params}  # the engine has no default data set
     for key in _CALIBRATION_KEYS:
-        if key in top and pair.calibration:
+        if key in takes and pair.calibration:
             top[key] = pair.calibration
     cfg["parameters"] = top | dict(params or {})
     return cfg

@@ -3,11 +3,16 @@
 Each study is a numbered notebook ``notebooks/NN_name.ipynb`` with exactly one cell tagged ``parameters``
 (literals only). Paper-scale settings live in ``notebooks/params/<study>/<config>.yaml``; every key there
 must be a parameter of the notebook with the same type, which ``load_params`` checks before anything runs.
-Runs write an executed copy to ``data/results/<study>/<config>/<study>.ipynb`` and never touch the source.
+Runs write an executed copy to ``data/results/<study>/<run>/<study>.ipynb`` and never touch the source; ``run_name``
+says which folder a set of parameters writes to (``default`` only for the notebook's own defaults).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +20,7 @@ import yaml
 
 from l2s_lib import paths
 from l2s_lib.errors import ConfigError
+from l2s_lib.studies import outputs
 
 DEFAULT_CONFIG = "default"
 
@@ -105,23 +111,82 @@ def load_params(study: str, config: str = DEFAULT_CONFIG) -> dict[str, Any]:
     return params
 
 
+def is_reserved(study: str, config: str) -> bool:
+    """Whether ``config`` names a fixed parameter set: ``default`` or a parameter file of the study."""
+    return config == DEFAULT_CONFIG or (paths.PARAMS / resolve_study(study) / f"{config}.yaml").is_file()
+
+
+def run_name(study: str, params: dict[str, Any]) -> str:
+    """The results folder of a run with ``params`` (the notebook's values, ``CONFIG`` included).
+
+    ``default`` and the parameter files' names are reserved for exactly their parameters: a run that changes any
+    of them (a ``LIMIT`` typed into the parameters cell, ``l2s run ... -p LIMIT=20``) is another run and gets
+    ``<config>+<digest of the changed values>``, so it never overwrites the committed results or ``figures/``.
+    Any other name is an ad-hoc run named by the user; its provenance sidecars record every parameter.
+    """
+    study = resolve_study(study)
+    config = str(params.get("CONFIG", DEFAULT_CONFIG)) or DEFAULT_CONFIG
+    if not is_reserved(study, config):
+        return config
+    expected = notebook_parameters(study) | load_params(study, config)
+    changed = {k: v for k, v in sorted(params.items()) if k != "CONFIG" and k in expected and v != expected[k]}
+    if not changed:
+        return config
+    digest = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return f"{config}+{digest}"
+
+
 def run(study: str, config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | None = None,
         output_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """Execute a study with papermill into ``data/results/<study>/<config>/<study>.ipynb``; returns that path."""
+    """Execute a study with papermill into ``data/results/<study>/<run>/<study>.ipynb``; returns that path.
+
+    ``config`` is a parameter file's name, ``default``, or a new name for an ad-hoc run (the notebook's defaults
+    with ``overrides``). ``<run>`` is ``run_name`` of the resulting parameters: a reserved config whose values
+    were overridden gets its own folder.
+    """
     import papermill
 
     study = resolve_study(study)
-    params = load_params(study, config) | dict(overrides or {})
-    if "CONFIG" in notebook_parameters(study):
+    overrides = dict(overrides or {})
+    if "CONFIG" in overrides:
+        raise ConfigError("CONFIG is the run's name: give it as the config argument (l2s run STUDY NAME), not with -p")
+    defaults = notebook_parameters(study)
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise ConfigError(f"{', '.join(unknown)} not parameters of {study}; allowed: {', '.join(defaults)}")
+    for key, value in overrides.items():
+        if not _same_type(value, defaults[key]):
+            raise ConfigError(f"parameter '{key}' must be {type(defaults[key]).__name__} like the notebook's default "
+                              f"{defaults[key]!r}, got {value!r}")
+    params = (load_params(study, config) if is_reserved(study, config) else {}) | overrides
+    if "CONFIG" in defaults:
         params["CONFIG"] = config
-    out_dir = Path(output_dir) if output_dir else paths.results_dir() / study / config
+    name = run_name(study, defaults | params)
+    out_dir = Path(output_dir) if output_dir else paths.results_dir() / study / name
     out_dir.mkdir(parents=True, exist_ok=True)
     out = out_dir / f"{study}.ipynb"
-    papermill.execute_notebook(
-        str(notebook_path(study)), str(out), parameters=params, kernel_name="python3",
-        cwd=str(paths.NOTEBOOKS), progress_bar=progress,
-    )
+    with tempfile.TemporaryDirectory(prefix="l2s-kernel-") as sockets:
+        papermill.execute_notebook(
+            str(notebook_path(study)), str(out), parameters=params, kernel_name="python3",
+            cwd=str(paths.NOTEBOOKS), progress_bar=progress, kernel_manager_class=_ipc_kernel_manager(sockets),
+        )
+    outputs.tidy(out)
     return out
+
+
+def _ipc_kernel_manager(directory: str):
+    """A kernel manager whose kernel talks over IPC sockets in ``directory``, not TCP ports.
+
+    A batch run needs no network: over TCP every kernel warned that its traffic is unencrypted on every
+    ``l2s run``. Unix sockets in a private temporary folder are reachable by this user only.
+    """
+    from jupyter_client.manager import KernelManager
+
+    class IPCKernelManager(KernelManager):
+        def __init__(self, **kwargs):
+            super().__init__(transport="ipc", ip=os.path.join(directory, "kernel"), **kwargs)
+
+    return IPCKernelManager
 
 
 def current_parameters(study: str, namespace: dict[str, Any]) -> dict[str, Any]:

@@ -21,8 +21,6 @@ from l2s_lib.studies import catalog, grid, tables
 
 #: The paper's model sizes in billions of parameters, by the scale keys of ``catalog.SCALES``.
 PAPER_SIZES_B = {"1.5B": 1.54, "7B": 7.62, "14B": 14.77, "32B": 32.76}
-#: The paper's label of each method, for joining our rows with Tables 2-4.
-_PAPER_LABEL = {v: v for v in catalog.METHODS.values()}
 
 
 def parse_mapping(text: str) -> dict[str, str]:

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from l2s_lib import metrics, paper, paths
+from l2s_lib.files import atomic_write_text
 from l2s_lib.figures import set_style
 from l2s_lib.studies import claims, grid, plots
 from l2s_lib.studies.adaptive_length import model_colors
@@ -237,10 +238,7 @@ def _generate(model_dir: Path, prompts: list[str], max_new_tokens: int, batch_si
                                 desc="probe"))
     out = [(got[i].text, got[i].n_tokens) for i in range(len(prompts))]
     del backend
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(out))
-    tmp.replace(cache)
+    atomic_write_text(cache, json.dumps(out))
     return out
 
 
