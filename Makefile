@@ -45,18 +45,18 @@ test-notebooks: $(STAMP)
 	    --nbval-cell-timeout=900 $(NOTEBOOKS); \
 	else echo "no notebooks yet"; fi
 
-## make reproduce: every study notebook on its default (organism) parameters with papermill; executed copies go to
-## data/results/<study>/default/, figures to figures/.
+## make reproduce: every study notebook on its default (organism) parameters with papermill, each after the studies
+## whose results it reads (`l2s run --order`); executed copies go to data/results/<study>/default/, figures to figures/.
 reproduce: $(STAMP)
-	@for nb in $(NOTEBOOKS); do \
-	  study=$$(basename $$nb .ipynb); echo "== $$study"; \
+	@for study in $$($(BIN)/l2s run --order); do \
+	  echo "== $$study"; \
 	  $(BIN)/l2s run $$study || exit 1; \
 	done
 	@echo "figures:"; ls figures
 
-## make notebooks (developers): sync the jupytext twins and re-execute the committed notebooks in place.
+## make notebooks (developers): sync the jupytext twins and re-execute the committed notebooks in place (in input order).
 notebooks: $(STAMP)
-	@for nb in $(NOTEBOOKS); do \
+	@for study in $$($(BIN)/l2s run --order); do nb=notebooks/$$study.ipynb; \
 	  $(BIN)/jupytext --sync $$nb && \
 	  $(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=1800 $$nb || exit 1; \
 	  $(BIN)/python -m l2s_lib.studies.outputs $$nb || exit 1; \

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from l2s_lib import figures
+from l2s_lib.report import figures
 
 
 def _ipython():
@@ -45,12 +45,13 @@ class Table:
         return cap + table
 
 
-def table(df: pd.DataFrame, caption: str | None = None, index: bool = True) -> None:
+def table(df: pd.DataFrame | Table, caption: str | None = None, index: bool = True) -> None:
     """Display ``df`` (already rounded by the caller) as a rendered table; print it as text outside IPython.
 
-    Returns nothing, so a call that ends a cell is not displayed a second time as the cell's result.
+    ``df`` may be a ``Table`` already (what a study's ``tables(folder)`` returns): it is shown as it is. Returns
+    nothing, so a call that ends a cell is not displayed a second time as the cell's result.
     """
-    shown = Table(df, caption, index)
+    shown = df if isinstance(df, Table) else Table(df, caption, index)
     if _ipython() is None:
         print(repr(shown))
     else:

@@ -32,8 +32,8 @@
 # %%
 from IPython.display import Markdown, display
 
-from l2s_lib import paper, results, show
-from l2s_lib.studies import catalog, claims, grid, notebooks, plots, tables
+from l2s_lib import show
+from l2s_lib.studies import folder, merge_methods, notebooks
 
 # %% tags=["parameters"]
 SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
@@ -41,8 +41,9 @@ SYSTEM1 = ""  # System 1 (base) path or hub id; "": the organism
 SYSTEM2 = ""  # System 2 path or hub id; "": the organism
 DPO = ""  # DPO baseline path or hub id; "": the organism's (skipped for real models when empty)
 CALIBRATION = ""  # calibration set for AIM / Sens; "": the organisms' data/organisms/calibration.jsonl
-BENCHMARKS = "org_easy,org_levels,org_hard"  # comma-separated registered benchmarks
-METHODS = "average,task_arithmetic,ties,dare,dare_ta,dare_ties,lore,twin,aim_ties,sens,slerp,iso_c"  # method keys
+BENCHMARKS = ["org_easy", "org_levels", "org_hard"]  # registered benchmarks
+METHODS = ["average", "task_arithmetic", "ties", "dare", "dare_ta", "dare_ties", "lore", "twin", "aim_ties", "sens",
+           "slerp", "iso_c"]  # method keys (l2s_lib.pipeline.catalog.METHODS)
 SCALE = "7b"  # which of the paper's Table 7 rows sets the hyper-parameters (1p5b, 7b, 14b, 32b)
 PROMPT = ""  # prompt for System 2, DPO and merges; "": each benchmark's default
 MAX_NEW_TOKENS = 0  # generation budget for System 2, DPO and merges; 0: each benchmark's default
@@ -56,43 +57,40 @@ SEED = 0  # merge seed (DARE masks, calibration sampling)
 CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 
 # %%
-STUDY = "01_merge_methods"
+STUDY = merge_methods.STUDY
 params = notebooks.current_parameters(STUDY, globals())
-RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
-pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
-entries = catalog.comparison_entries(pair, METHODS, SCALE, SEED, S1_PROMPT, S1_MAX_NEW_TOKENS, PROMPT, MAX_NEW_TOKENS)
-run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
-results.write(run.summary, STUDY, "summary", RUN, params);
-results.write(run.records.drop(columns=["question", "response"]), STUDY, "records", RUN, params);
+merge_methods.compute(params)  # merges and evaluations; everything below reads the result files only
+DIR = folder.of(STUDY, params)  # data/results/01_merge_methods/<run>: "default" only for the defaults
+TABLES, FIGURES = merge_methods.tables(DIR), merge_methods.figures(DIR)
 
 # %% [markdown]
 # ## Table 1: accuracy (mean length) per benchmark, mean accuracy and length change vs System 2
+#
+# Columns: one per benchmark, `accuracy % (mean length in tokens)`; `Avg.`: mean accuracy over the benchmarks;
+# `length change`: mean over benchmarks of the per-benchmark relative length change against System 2.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-table1 = tables.paper_style(run.summary, system2=pair.label2, models=run.labels())
-show.table(table1)
+show.table(TABLES["table1"]);
 
 # %% [markdown]
 # ## Figure 1: mean accuracy against length change, the paper's 7B models beside ours
 
 # %%
-avg = tables.average_table(run.summary, system2=pair.label2, models=run.labels())
-results.write(avg, STUDY, "average", RUN, params);
-fig = plots.fig_merge_methods(avg, pair.label2, run.roles(), paper.read_table("table1_7b_avg"),
-                              ours_title=f"This run ({pair.world} world)")
-show.figure(fig, "fig1_merge_methods", results.figure_dir(STUDY, RUN));
+show.figure(FIGURES["fig1_merge_methods"], "fig1_merge_methods", folder.figure_dir(DIR));
 
 # %% [markdown]
 # ## Does long-to-short merging hold here?
+#
+# Columns: `accuracy_gap`: mean accuracy minus System 2's (points); `length_change_pct`: length change against
+# System 2 (%); `verdict`: which long-to-short goals the merge meets (`L2S` = both).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-verdicts = claims.verdicts(avg, pair.label2, run.labels("merge"))
-show.table(verdicts.round(1), index=False)
+show.table(TABLES["merge_verdicts"]);
 
 # %%
-display(Markdown(claims.merge_methods_conclusion(verdicts, world=pair.world)))
+display(Markdown(merge_methods.verdict(DIR)))
 
 # %% [markdown]
 # ## Provenance

@@ -33,18 +33,18 @@
 # %%
 from IPython.display import Markdown, display
 
-from l2s_lib import results, show
-from l2s_lib.studies import catalog, grid, notebooks, scale, tables
+from l2s_lib import show
+from l2s_lib.studies import folder, notebooks, scale
 
 # %% tags=["parameters"]
-SIZES = ""  # organism sizes, comma-separated; "": every shipped size (ignored when SYSTEM1/SYSTEM2 are given)
-SCALE_OF_SIZE = "1m:1p5b,6m:7b"  # which Table 7 row each size takes (SIZE:SCALE); others take 7b
+SIZES = []  # organism sizes; []: every shipped size (ignored when SYSTEM1/SYSTEM2 are given)
+SCALE_OF_SIZE = {"1m": "1p5b", "6m": "7b"}  # which Table 7 row each size takes; others take 7b
 SYSTEM1 = ""  # System 1 path or hub id for a real pair; "": the organisms
 SYSTEM2 = ""  # System 2 path or hub id for a real pair; "": the organisms
 SCALE = "7b"  # paper scale of the real pair (its Table 7 row)
 CALIBRATION = ""  # calibration set for AIM / Sens; "": the organisms' set
-BENCHMARKS = "org_easy,org_levels,org_hard"  # comma-separated registered benchmarks
-METHODS = "average,task_arithmetic,ties,aim_ties,sens"  # the methods of Tables 2-4
+BENCHMARKS = ["org_easy", "org_levels", "org_hard"]  # registered benchmarks
+METHODS = ["average", "task_arithmetic", "ties", "aim_ties", "sens"]  # the methods of Tables 2-4
 THREE_MODEL = True  # Table 5: average merges of System 1, System 2 and DPO (organisms only)
 PROMPT = ""  # prompt for System 2 and merges; "": each benchmark's default
 MAX_NEW_TOKENS = 0  # budget for System 2 and merges; 0: each benchmark's default
@@ -58,72 +58,62 @@ SEED = 0  # merge seed
 CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 
 # %%
-STUDY = "02_scale_effects"
+STUDY = scale.STUDY
 params = notebooks.current_parameters(STUDY, globals())
-RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
-pairs = scale.ladder_pairs(SIZES, SYSTEM1, SYSTEM2, CALIBRATION, SCALE)
-mapping = scale.parse_mapping(SCALE_OF_SIZE) | ({SCALE: SCALE} if SYSTEM1 else {})
-summary = scale.run_ladder(pairs, METHODS, mapping, BENCHMARKS, seed=SEED,
-                           system1_eval=catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS),
-                           system2_eval=catalog.decoding(PROMPT, MAX_NEW_TOKENS), device=DEVICE, backend=BACKEND,
-                           batch_size=BATCH_SIZE, limit=LIMIT or None)
-results.write(summary, STUDY, "summary", RUN, params);
-ladder = scale.ladder_average(summary)
-results.write(ladder, STUDY, "average", RUN, params);
+scale.compute(params)  # merges and evaluations; everything below reads the result files only
+DIR = folder.of(STUDY, params)  # data/results/02_scale_effects/<run>: "default" only for the defaults
+TABLES, FIGURES = scale.tables(DIR), scale.figures(DIR)
 
 # %% [markdown]
 # ## Tables 2-4: accuracy (mean length) per benchmark at each size
+#
+# Columns: one per benchmark, `accuracy % (mean length in tokens)`; `Avg.`: mean accuracy; `length change`: mean
+# per-benchmark length change against that size's System 2.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-for size, part in summary.groupby("size", sort=False):
-    show.table(tables.paper_style(part, system2="System 2"),
-               f"{size}: {int(part['n_params'].iloc[0]):,} parameters, Table 7 row {part['scale_settings'].iloc[0]}")
+for name in [n for n in TABLES if n.startswith("size ")]:
+    show.table(TABLES[name])
 
 # %% [markdown]
 # ## Reflection (Tables 2-4): reflective responses and keyword frequency per reflective response
+#
+# Columns: `keyword_freq` (reflection keywords per reflective response) and `reflective_responses` (count), each
+# per benchmark; rows: size and model.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-reflection = scale.reflection_counts(summary)
-results.write(reflection, STUDY, "reflection", RUN, params);
-show.table(reflection.pivot_table(index=["size", "model"], columns="benchmark",
-                                  values=["reflective_responses", "keyword_freq"], sort=False).round(1))
+show.table(TABLES["reflection"]);
 
 # %% [markdown]
 # ## Accuracy gap and length change against model size, organisms beside the paper
+#
+# Columns: `accuracy_gap`: the merge's mean accuracy minus System 2's at the same size (points);
+# `length_change_vs_system2_pct`: its length change against that System 2 (%).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-merge_labels = [catalog.METHODS[m] for m in METHODS.split(",")]
-show.table(ladder[ladder.model.isin(merge_labels)][["size", "model", "accuracy_gap", "length_change_vs_system2_pct"]]
-           .round(1), index=False)
+show.table(TABLES["ladder"]);
 
 # %%
-fig = scale.fig_scale(ladder, scale.paper_average_tables(), merge_labels)
-show.figure(fig, "fig3_scale_effects", results.figure_dir(STUDY, RUN));
+show.figure(FIGURES["fig3_scale_effects"], "fig3_scale_effects", folder.figure_dir(DIR));
 
 # %%
-display(Markdown(scale.scale_conclusion(ladder, merge_labels)))
+display(Markdown(scale.verdict(DIR)))
 
 # %% [markdown]
 # ## Table 5: average merges of three related models
 #
 # The paper averaged Qwen2.5-32B, R1-Distill-32B and QwQ-32B in pairs and all together. The organism analogue is
-# System 1, System 2 and the DPO model (System 2 fine-tuned towards short answers), at the default size.
+# System 1, System 2 and the DPO model (System 2 fine-tuned towards short answers), at the default size. Columns
+# as in Tables 2-4.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-pair = catalog.resolve_pair(SIZES.split(",")[0] if SIZES else "")
-if THREE_MODEL and pair.world == "organism" and pair.dpo:
-    trio = {"System 1": pair.system1, "System 2": pair.system2, "DPO": pair.dpo}
-    entries = catalog.pair_entries(pair) + scale.three_model_entries(trio, seed=SEED)
-    table5 = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE,
-                           limit=LIMIT or None, progress=False).summary
-    results.write(table5, STUDY, "three_model", RUN, params);
-    show.table(tables.paper_style(table5, system2="System 2"))
+if "table5" in TABLES:
+    show.table(TABLES["table5"])
 else:
-    print("Table 5 is asked of the organisms only (set THREE_MODEL and use the organism pair).")
+    print(folder.settings(DIR)["three_model_note"])
 
 # %% [markdown]
 # ## Provenance

@@ -43,8 +43,8 @@ from tqdm import TqdmWarning
 # print this machine's paths into the outputs).
 warnings.simplefilter("ignore", TqdmWarning)
 
-from l2s_lib import results, show  # noqa: E402
-from l2s_lib.studies import adaptive_length, catalog, grid, notebooks, tables  # noqa: E402
+from l2s_lib import show  # noqa: E402
+from l2s_lib.studies import adaptive_length, folder, notebooks  # noqa: E402
 
 # %% tags=["parameters"]
 SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
@@ -52,9 +52,9 @@ SYSTEM1 = ""  # System 1 (base) path or hub id; "": the organism
 SYSTEM2 = ""  # System 2 path or hub id; "": the organism
 DPO = ""  # DPO baseline path or hub id; "": the organism's (skipped for real models when empty)
 CALIBRATION = ""  # calibration set for AIM / Sens; "": the organisms' data/organisms/calibration.jsonl
-BENCHMARKS = "org_easy,org_levels,org_hard"  # comma-separated registered benchmarks (dataset-level ordering)
+BENCHMARKS = ["org_easy", "org_levels", "org_hard"]  # registered benchmarks (dataset-level ordering)
 LEVEL_BENCHMARK = "org_levels"  # the benchmark with difficulty levels (math500 for real models)
-METHODS = "task_arithmetic,ties,aim_ties,sens"  # merge method keys (catalog.METHODS)
+METHODS = ["task_arithmetic", "ties", "aim_ties", "sens"]  # merge method keys (pipeline.catalog.METHODS)
 SCALE = "7b"  # which of the paper's Table 7 rows sets the hyper-parameters, and the paper panel's scale
 PROMPT = ""  # prompt for System 2, DPO and merges; "": each benchmark's default
 MAX_NEW_TOKENS = 0  # generation budget for System 2, DPO and merges; 0: each benchmark's default
@@ -68,73 +68,57 @@ SEED = 0  # merge seed (DARE masks, calibration sampling)
 CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 
 # %%
-STUDY = "03_adaptive_length"
+STUDY = adaptive_length.STUDY
 params = notebooks.current_parameters(STUDY, globals())
-RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
-pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
-entries = catalog.comparison_entries(pair, METHODS, SCALE, SEED, S1_PROMPT, S1_MAX_NEW_TOKENS, PROMPT, MAX_NEW_TOKENS)
-run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
-levels = adaptive_length.level_lengths(run.summary, LEVEL_BENCHMARK, run.labels())
-ours_benchmarks = adaptive_length.benchmark_lengths(tables.overall(run.summary), run.labels(),
-                                                    order=adaptive_length.mean_level_order(run.summary))
-paper_benchmarks = adaptive_length.paper_benchmark_lengths(SCALE, run.labels("merge"))
-results.write(levels, STUDY, "length_by_level", RUN, params);
-results.write(ours_benchmarks, STUDY, "length_by_benchmark", RUN, params);
+adaptive_length.compute(params)  # merges and evaluations; everything below reads the result files only
+DIR = folder.of(STUDY, params)  # data/results/03_adaptive_length/<run>: "default" only for the defaults
+TABLES, FIGURES = adaptive_length.tables(DIR), adaptive_length.figures(DIR)
 
 # %% [markdown]
 # ## Figure 2a: mean length (tokens) by difficulty level
+#
+# Columns: the difficulty levels of `LEVEL_BENCHMARK`; cells: mean response length in tokens.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(adaptive_length.level_table(levels))
+show.table(TABLES["length_by_level"]);
 
 # %% [markdown]
 # ## Rank correlation of length with difficulty, per model
 #
 # `rho`: Spearman's rho between each response's length and its level; `rho_of_means`: the same over the per-level
-# means; `rising_steps`: share of consecutive levels whose mean length rises (1 = monotone); `growth`: mean
-# length at the hardest level over the easiest. Then the dataset-level view, ours and the paper's (Table 1).
-
-# %%
-level_corr = adaptive_length.level_correlations(run.records, LEVEL_BENCHMARK, run.labels())
-ours_corr = adaptive_length.benchmark_correlations(ours_benchmarks)
-paper_corr = adaptive_length.benchmark_correlations(paper_benchmarks)
-results.write(level_corr, STUDY, "level_correlations", RUN, params);
-results.write(ours_corr, STUDY, "benchmark_correlations", RUN, params);
-results.write(paper_corr, STUDY, "paper_benchmark_correlations", RUN, params);
+# means; `rising_steps`: share of consecutive levels whose mean length rises (1 = monotone); `first_level_tokens` /
+# `last_level_tokens`: mean length at the easiest / hardest level; `growth`: their ratio. Then the dataset-level
+# view, ours and the paper's (Table 1): `rho` and `rising_steps` over the `n_benchmarks` benchmarks ranked by
+# difficulty.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(adaptive_length.rounded(level_corr), "by difficulty level", index=False)
-show.table(adaptive_length.rounded(ours_corr), index=False,
-           caption="by benchmark, ours (easiest -> hardest: " + " < ".join(adaptive_length.order_of(ours_benchmarks)) + ")")
-show.table(adaptive_length.rounded(paper_corr), index=False,
-           caption="by benchmark, paper (easiest -> hardest: " + " < ".join(adaptive_length.order_of(paper_benchmarks)) + ")")
+show.table(TABLES["level_correlations"])
+show.table(TABLES["benchmark_correlations"])
+show.table(TABLES["paper_benchmark_correlations"]);
 
 # %% [markdown]
 # ## Length change against System 2 at each level (%)
+#
+# Columns: the difficulty levels; cells: the model's mean length against System 2's at that level (%; negative =
+# shorter).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-shortening = adaptive_length.shortening_by_level(levels, pair.label2)
-results.write(shortening.reset_index(), STUDY, "length_change_by_level", RUN, params);
-show.table(shortening.round(1))
+show.table(TABLES["length_change_by_level"]);
 
 # %% [markdown]
 # ## Figure 2a: the paper's lengths by benchmark beside ours by benchmark and by level
 
 # %%
-fig = adaptive_length.fig_adaptive_length(levels, ours_benchmarks, paper_benchmarks, run.roles(), LEVEL_BENCHMARK,
-                                          paper_title=f"Paper {adaptive_length.PAPER_SCALES[SCALE]}",
-                                          ours_title=f"This run ({pair.world})")
-show.figure(fig, "fig2a_adaptive_length", results.figure_dir(STUDY, RUN));
+show.figure(FIGURES["fig2a_adaptive_length"], "fig2a_adaptive_length", folder.figure_dir(DIR));
 
 # %% [markdown]
 # ## Do the merges adapt their length to difficulty?
 
 # %%
-display(Markdown(adaptive_length.conclusion(level_corr, shortening, paper_corr, pair.label1, pair.label2,
-                                            run.labels("merge"), world=pair.world, ours_corr=ours_corr)))
+display(Markdown(adaptive_length.verdict(DIR)))
 
 # %% [markdown]
 # ## Provenance

@@ -46,8 +46,8 @@ from tqdm import TqdmWarning
 # print this machine's paths into the outputs).
 warnings.simplefilter("ignore", TqdmWarning)
 
-from l2s_lib import results, show  # noqa: E402
-from l2s_lib.studies import catalog, grid, notebooks, self_critique  # noqa: E402
+from l2s_lib import show  # noqa: E402
+from l2s_lib.studies import folder, notebooks, self_critique  # noqa: E402
 
 # %% tags=["parameters"]
 SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
@@ -55,9 +55,9 @@ SYSTEM1 = ""  # System 1 (base) path or hub id; "": the organism
 SYSTEM2 = ""  # System 2 path or hub id; "": the organism
 DPO = ""  # DPO baseline path or hub id; "": the organism's (skipped for real models when empty)
 CALIBRATION = ""  # calibration set for AIM / Sens; "": the organisms' data/organisms/calibration.jsonl
-BENCHMARKS = "org_easy,org_levels,org_hard"  # comma-separated registered benchmarks
+BENCHMARKS = ["org_easy", "org_levels", "org_hard"]  # registered benchmarks
 LEVEL_BENCHMARK = "org_levels"  # the benchmark with difficulty levels (math500 for real models)
-METHODS = "average,task_arithmetic,ties,lore,aim_ties,sens"  # merge method keys: Table 6's rows
+METHODS = ["average", "task_arithmetic", "ties", "lore", "aim_ties", "sens"]  # merge method keys: Table 6's rows
 SCALE = "7b"  # which of the paper's Table 7 rows sets the hyper-parameters (1p5b, 7b, 14b, 32b)
 PROMPT = ""  # prompt for System 2, DPO and merges; "": each benchmark's default
 MAX_NEW_TOKENS = 0  # generation budget for System 2, DPO and merges; 0: each benchmark's default
@@ -73,78 +73,71 @@ SEED = 0  # merge seed (DARE masks, calibration sampling) and the probe's plante
 CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 
 # %%
-STUDY = "04_self_critique"
+STUDY = self_critique.STUDY
 params = notebooks.current_parameters(STUDY, globals())
-RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
-pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, DPO, CALIBRATION)
-entries = catalog.comparison_entries(pair, METHODS, SCALE, SEED, S1_PROMPT, S1_MAX_NEW_TOKENS, PROMPT, MAX_NEW_TOKENS)
-run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
-reflection = self_critique.reflection_table(run.records)
-results.write(reflection, STUDY, "reflection", RUN, params);
+self_critique.compute(params)  # merges, evaluations and the probe; everything below reads the result files only
+DIR = folder.of(STUDY, params)  # data/results/04_self_critique/<run>: "default" only for the defaults
+TABLES, FIGURES = self_critique.tables(DIR), self_critique.figures(DIR)
 
 # %% [markdown]
 # ## Table 6: reflective responses (%) per benchmark, ours (paper keyword list) and the paper's 7B
+#
+# Columns: one per benchmark; cells: share of responses with at least one reflection keyword (%).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-table6 = self_critique.by_benchmark(reflection, models=run.labels())
-show.table(table6.round(1), "this run")
-show.table(self_critique.paper_table6(), "paper, 7B (Table 6)")
+show.table(TABLES["table6"])
+show.table(TABLES["paper_table6"]);
 
 # %%
-fig = self_critique.fig_table6(table6, self_critique.paper_table6(), ours_title=f"This run ({pair.world})")
-show.figure(fig, "tab6_reflection", results.figure_dir(STUDY, RUN));
+show.figure(FIGURES["tab6_reflection"], "tab6_reflection", folder.figure_dir(DIR));
 
 # %% [markdown]
 # ## Keyword lists side by side: reflective share (%) and keywords per reflective response, all benchmarks pooled
+#
+# Columns: `reflective_pct [list]`: share of reflective responses under each keyword list (%); `keyword_freq
+# [list]`: keywords per reflective response under it.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(self_critique.keyword_lists_side_by_side(reflection, run.labels()))
+show.table(TABLES["keyword_lists"]);
 
 # %% [markdown]
 # ## Figure 2b: reflective responses and keyword frequency by difficulty level
+#
+# Columns: the difficulty levels of `LEVEL_BENCHMARK`; cells: reflective share (%), then keywords per reflective
+# response (paper keyword list).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(self_critique.by_level(reflection, LEVEL_BENCHMARK, models=run.labels()).round(1),
-           "reflective responses (%), paper list")
-show.table(self_critique.by_level(reflection, LEVEL_BENCHMARK, "keyword_freq", models=run.labels()).round(2),
-           "keywords per reflective response, paper list")
+show.table(TABLES["reflective_by_level"])
+show.table(TABLES["keyword_freq_by_level"]);
 
 # %%
-fig = self_critique.fig_reflection_by_level(reflection, LEVEL_BENCHMARK, run.roles(), ours_title=f"This run ({pair.world})")
-show.figure(fig, "fig2b_reflection_by_level", results.figure_dir(STUDY, RUN));
+show.figure(FIGURES["fig2b_reflection_by_level"], "fig2b_reflection_by_level", folder.figure_dir(DIR));
 
 # %% [markdown]
 # ## Beyond the paper: the self-correction probe
 #
 # Each prompt carries a first pass with one planted error (a running value off by 1-10, later steps consistent
 # with it). *Noticed*: the continuation contains a reflection keyword; *repaired*: its final answer is right;
-# *kept error*: its final answer is the planted one.
-
-# %%
-probe = self_critique.correction_probe(entries, pair.world, LEVEL_BENCHMARK, PROBE_PER_LEVEL, SEED,
-                                       PROBE_MAX_NEW_TOKENS, BATCH_SIZE, DEVICE)
-results.write(probe.summary, STUDY, "correction_probe", RUN, params);
-results.write(probe.rows.drop(columns=["continuation"]), STUDY, "correction_probe_rows", RUN, params);
+# *kept error*: its final answer is the planted one. Columns: the difficulty levels, then `all`; cells: share of
+# problems repaired, then noticed (%).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(probe.note())
-show.table(self_critique.probe_overview(probe, "repaired_pct"), "repaired (%) by level")
-show.table(self_critique.probe_overview(probe, "noticed_pct"), "noticed (%) by level")
+print(self_critique.probe_result(DIR).note())
+show.table(TABLES["probe_repaired"])
+show.table(TABLES["probe_noticed"]);
 
 # %%
-fig = self_critique.fig_probe(probe, run.roles())
-show.figure(fig, "tab6_correction_probe", results.figure_dir(STUDY, RUN));
+show.figure(FIGURES["tab6_correction_probe"], "tab6_correction_probe", folder.figure_dir(DIR));
 
 # %% [markdown]
 # ## Do the merges keep the paper's self-critique pattern?
 
 # %%
-display(Markdown(self_critique.conclusion(reflection, probe, pair.label1, pair.label2, run.labels("merge"),
-                                          LEVEL_BENCHMARK, world=pair.world)))
+display(Markdown(self_critique.verdict(DIR)))
 
 # %% [markdown]
 # ## Provenance

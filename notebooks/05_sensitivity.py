@@ -30,21 +30,21 @@
 # %%
 from IPython.display import Markdown, display
 
-from l2s_lib import results, show
-from l2s_lib.studies import catalog, grid, notebooks, sensitivity, tables
+from l2s_lib import show
+from l2s_lib.studies import folder, notebooks, sensitivity
 
 # %% tags=["parameters"]
 SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
 SYSTEM1 = ""  # System 1 path or hub id; "": the organism
 SYSTEM2 = ""  # System 2 path or hub id; "": the organism
 CALIBRATION = ""  # calibration set for AIM / Sens; "": the organisms' set
-BENCHMARKS = "org_levels"  # comma-separated registered benchmarks
+BENCHMARKS = ["org_levels"]  # registered benchmarks
 SCALE = "7b"  # Table 7 row the sweeps start from
-ALPHAS = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.75,0.8,0.85,0.9,0.95,1.0"  # Task Arithmetic alphas
-TIES_KS = "0.2,0.5,0.8,0.9"  # TIES trim ratios k (fraction removed)
-DARE_PS = "0.1,0.3,0.5,0.7"  # DARE drop rates p
-CALIBRATION_SIDES = "short,long,both"  # which answers AIM / Sens calibrate on
-CALIBRATION_NS = "10,20,100"  # calibration sample counts (the paper: 10, 20, 100)
+ALPHAS = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 1.0]  # Task Arithmetic alphas
+TIES_KS = [0.2, 0.5, 0.8, 0.9]  # TIES trim ratios k (fraction removed)
+DARE_PS = [0.1, 0.3, 0.5, 0.7]  # DARE drop rates p
+CALIBRATION_SIDES = ["short", "long", "both"]  # which answers AIM / Sens calibrate on
+CALIBRATION_NS = [10, 20, 100]  # calibration sample counts (the paper: 10, 20, 100)
 PROMPT = ""  # prompt for System 2 and merges; "": each benchmark's default
 MAX_NEW_TOKENS = 0  # budget for System 2 and merges; 0: each benchmark's default
 S1_PROMPT = ""  # prompt for System 1; "": each benchmark's default
@@ -57,63 +57,55 @@ SEED = 0  # merge seed (DARE masks, calibration sampling)
 CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 
 # %%
-STUDY = "05_sensitivity"
+STUDY = sensitivity.STUDY
 params = notebooks.current_parameters(STUDY, globals())
-RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
-pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2, "", CALIBRATION)
-dec = catalog.decoding(PROMPT, MAX_NEW_TOKENS)
-sweeps = (sensitivity.alpha_sweep(pair, sensitivity.floats(ALPHAS), SCALE, SEED, **dec)
-          + sensitivity.trim_sweep(pair, sensitivity.floats(TIES_KS), SCALE, SEED, **dec)
-          + sensitivity.drop_sweep(pair, sensitivity.floats(DARE_PS), SCALE, SEED, **dec)
-          + sensitivity.calibration_sweep(pair, CALIBRATION_SIDES.split(","),
-                                          [int(n) for n in CALIBRATION_NS.split(",")], SCALE, SEED, **dec))
-entries = catalog.pair_entries(pair, catalog.decoding(S1_PROMPT, S1_MAX_NEW_TOKENS), dec)[:2] + sweeps
-run = grid.evaluate(entries, BENCHMARKS, device=DEVICE, backend=BACKEND, batch_size=BATCH_SIZE, limit=LIMIT or None)
-results.write(run.summary, STUDY, "summary", RUN, params);
-avg = tables.average_table(run.summary, system2=pair.label2, models=run.labels()).set_index("model")
-sweep = sensitivity.sweep_table(avg.reset_index(), sweeps)
-results.write(sweep, STUDY, "sweep", RUN, params);
+sensitivity.compute(params)  # merges and evaluations; everything below reads the result files only
+DIR = folder.of(STUDY, params)  # data/results/05_sensitivity/<run>: "default" only for the defaults
+TABLES, FIGURES = sensitivity.tables(DIR), sensitivity.figures(DIR)
 
 # %% [markdown]
 # ## Task Arithmetic: accuracy and length against alpha
+#
+# Columns: `value`: the knob (alpha here); `avg_accuracy`: mean accuracy (%); `length_change_vs_system2_pct`:
+# length change against System 2 (%); `reflective_pct`: reflective responses (%). System 1 and System 2 first.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-cols = ["value", "avg_accuracy", "length_change_vs_system2_pct", "reflective_pct"]
-show.table(avg.loc[[pair.label1, pair.label2], cols[1:]].round(1))
-show.table(sweep[sweep.family == "ta_alpha"][cols].round(2), index=False)
+show.table(TABLES["references"])
+show.table(TABLES["alpha"]);
 
 # %%
-fig = sensitivity.fig_alpha(sweep, avg.loc[pair.label1], avg.loc[pair.label2])
-show.figure(fig, "fig5a_alpha_sweep", results.figure_dir(STUDY, RUN));
+show.figure(FIGURES["fig5a_alpha_sweep"], "fig5a_alpha_sweep", folder.figure_dir(DIR));
 
 # %% [markdown]
 # ## TIES trim ratio and DARE drop rate
+#
+# Columns as above; `family`: `ties_k` (value = fraction of tau removed) or `dare_p` (value = drop rate).
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(sweep[sweep.family.isin(["ties_k", "dare_p"])][["family"] + cols].round(2), index=False)
+show.table(TABLES["trim_drop"]);
 
 # %%
-fig = sensitivity.fig_trim_drop(sweep, avg.loc[pair.label2])
-show.figure(fig, "fig5b_trim_drop", results.figure_dir(STUDY, RUN));
+show.figure(FIGURES["fig5b_trim_drop"], "fig5b_trim_drop", folder.figure_dir(DIR));
 
 # %% [markdown]
 # ## Calibration data of AIM and Sens
+#
+# Columns as above; `family`: method and calibration side (`aim_short` ...), value = calibration samples.
 
 # %%
 # NBVAL_CHECK_OUTPUT
-show.table(sweep[sweep.family.str.startswith(("aim_", "sens_"))][["family"] + cols].round(2), index=False)
+show.table(TABLES["calibration"]);
 
 # %%
-fig = sensitivity.fig_calibration(sweep)
-show.figure(fig, "fig5c_calibration", results.figure_dir(STUDY, RUN));
+show.figure(FIGURES["fig5c_calibration"], "fig5c_calibration", folder.figure_dir(DIR));
 
 # %% [markdown]
 # ## Conclusion
 
 # %%
-display(Markdown(sensitivity.sensitivity_conclusion(sweep, avg.loc[pair.label2, "avg_accuracy"])))
+display(Markdown(sensitivity.verdict(DIR)))
 
 # %% [markdown]
 # ## Provenance

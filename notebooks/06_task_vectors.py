@@ -24,7 +24,8 @@
 # singular-value spectra and effective rank (beside a Gaussian matrix of the same shape, the structure-free
 # reference), sparsity (share of L1 mass in the largest 20% entries), and what each SVD method's spectral step
 # does to it at the paper's settings (Twin's kept rank, LoRE's threshold, Iso-C's flattened spectrum). Then
-# notebook 01's results for LoRE, Twin and Iso-C against Task Arithmetic, when they exist.
+# notebook 01's results for LoRE, Twin and Iso-C against Task Arithmetic: this study's declared input (run
+# `01_merge_methods` with the same CONFIG first; `make reproduce` runs them in that order).
 #
 # - **Default run** (organisms, CPU): the shipped organism pair; about 15 s on 2 CPU cores (no generation).
 # - **Paper scale**: `l2s run 06_task_vectors paper_7b` (also `paper_1p5b`, `paper_14b`, `paper_32b`), which
@@ -41,8 +42,8 @@ from tqdm import TqdmWarning
 # print this machine's paths into the outputs).
 warnings.simplefilter("ignore", TqdmWarning)
 
-from l2s_lib import results, show  # noqa: E402
-from l2s_lib.studies import anatomy, catalog, notebooks  # noqa: E402
+from l2s_lib import show  # noqa: E402
+from l2s_lib.studies import anatomy, folder, notebooks  # noqa: E402
 
 # %% tags=["parameters"]
 SIZE = ""  # organism size; "": l2s_lib.organisms.DEFAULT_SIZE (ignored when SYSTEM1/SYSTEM2 are given)
@@ -54,15 +55,11 @@ SEED = 0  # seed of the Gaussian reference matrices
 CONFIG = "default"  # name of this run's results folder (set by `l2s run`); notebook 01's results are read from it
 
 # %%
-STUDY = "06_task_vectors"
+STUDY = anatomy.STUDY
 params = notebooks.current_parameters(STUDY, globals())
-RUN = notebooks.run_name(STUDY, params)  # "default" only for the defaults: a changed parameter is another run
-pair = catalog.resolve_pair(SIZE, SYSTEM1, SYSTEM2)
-tau = anatomy.measure(pair.system1, pair.system2, scale=SCALE, device=DEVICE, seed=SEED)
-kinds = tau.kinds()
-results.write(tau.tensors, STUDY, "tensors", RUN, params);
-results.write(tau.spectra, STUDY, "spectra", RUN, params);
-results.write(kinds, STUDY, "kinds", RUN, params);
+anatomy.compute(params)  # reads notebook 01's results, then measures tau; everything below reads the result files
+DIR = folder.of(STUDY, params)  # data/results/06_task_vectors/<run>: "default" only for the defaults
+TABLES, FIGURES = anatomy.tables(DIR), anatomy.figures(DIR)
 
 # %% [markdown]
 # ## Anatomy of tau per tensor kind
@@ -74,27 +71,26 @@ results.write(kinds, STUDY, "kinds", RUN, params);
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(f"SVD settings at scale {SCALE}: {tau.settings}")
-show.table(kinds.round(3), index=False)
+show.table(TABLES["kinds"]);
 
 # %%
-fig = anatomy.figure(tau, title=f"This run ({pair.world})")
-show.figure(fig, "fig6_task_vectors", results.figure_dir(STUDY, RUN));
+show.figure(FIGURES["fig6_task_vectors"], "fig6_task_vectors", folder.figure_dir(DIR));
 
 # %% [markdown]
 # ## The SVD methods against Task Arithmetic (notebook 01)
+#
+# Columns: `accuracy_gap` / `length_change_pct`: against System 2 (points / %); `accuracy_vs_ta` /
+# `length_vs_ta_points`: the same against Task Arithmetic (points).
 
 # %%
-# Not checked by nbval: the output depends on whether notebook 01 has run (and on its numbers, checked there).
-versus, source = anatomy.svd_comparison(CONFIG, pair.label2)
-print(source)
-print(anatomy.versus_text(versus))
+# NBVAL_CHECK_OUTPUT
+show.table(TABLES["svd_versus_ta"]);
 
 # %% [markdown]
 # ## Does the low-rank structure explain how the SVD methods fare?
 
 # %%
-display(Markdown(anatomy.conclusion(kinds, versus, tau.settings, world=pair.world)))
+display(Markdown(anatomy.verdict(DIR)))
 
 # %% [markdown]
 # ## Provenance

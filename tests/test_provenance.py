@@ -8,7 +8,8 @@ import subprocess
 
 import pytest
 
-from l2s_lib import paths, provenance, results
+from l2s_lib import paths, provenance
+from l2s_lib.report import results
 from l2s_lib.files import atomic_write, atomic_write_json, atomic_write_text
 
 

@@ -43,7 +43,7 @@ def test_importing_the_figures_module_keeps_the_kernels_backend():
     import sys
 
     code = ("import matplotlib; matplotlib.use('module://matplotlib_inline.backend_inline'); "
-            "import l2s_lib.figures, l2s_lib.show; print(matplotlib.get_backend())")
+            "import l2s_lib.report.figures, l2s_lib.show; print(matplotlib.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "inline" in out
 

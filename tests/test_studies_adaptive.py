@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from l2s_lib import figures
+from l2s_lib.report import figures
 from l2s_lib.studies import adaptive_length as al
 
 
@@ -59,7 +59,7 @@ def test_level_correlations():
 
 
 def test_the_papers_difficulty_order_is_computed_from_table1():
-    from l2s_lib import paper
+    from l2s_lib.report import paper
 
     order = al.difficulty_order(paper.per_benchmark("7B"))
     assert order[:2] == ["GSM8K", "MATH500"] and order[-1] == "AIME24" and len(order) == 6

@@ -81,7 +81,7 @@ def test_svd_methods_against_task_arithmetic():
     v = anatomy.svd_methods_vs_ta(_average(80.0)).set_index("key")
     assert list(v.index) == ["task_arithmetic", "lore", "twin"]
     assert v.loc["lore", "accuracy_vs_ta"] == pytest.approx(-8.0) and v.loc["twin", "length_vs_ta_points"] == 20.0
-    assert anatomy.svd_methods_vs_ta(None) is None and anatomy.versus_text(None) == "no comparison"
+    assert anatomy.versus_text(None) == "no comparison"
     assert "LoRE-Merging" in anatomy.versus_text(anatomy.svd_methods_vs_ta(_average(80.0)))
     with pytest.raises(ValueError, match="lacks"):
         anatomy.svd_methods_vs_ta(_average(80.0).iloc[[0, 2]])
@@ -100,19 +100,16 @@ def test_conclusion_branches(frac90, lore_acc, expected):
 
 
 def test_measure_and_notebook01_results(tiny_pair):
-    from l2s_lib import results
+    from l2s_lib.report import results
 
     a = anatomy.measure(*tiny_pair, progress=False)
     assert set(a.shapes) == set(a.spectra["tensor"]) and a.typical_shape() in a.shapes.values()
     assert "all 2-D" in set(a.kinds()["kind"])
-    assert anatomy.svd_comparison("default")[0] is None
-    plt.close(anatomy.figure(a))
-    avg, note = anatomy.merge_results("default")
-    assert avg is None and "absent" in note
+    inputs = results.result_dir("01_merge_methods", "default")
+    with pytest.raises(FileNotFoundError, match="run study 01_merge_methods with config 'default' first"):
+        anatomy.svd_comparison(inputs)
     results.write(_average(85.0), "01_merge_methods", "average")
-    avg, note = anatomy.merge_results("default")
-    assert len(avg) == 4 and note.startswith("read")
-    versus, note = anatomy.svd_comparison("default")
-    assert list(versus["key"]) == ["task_arithmetic", "lore", "twin"]
-    versus, note = anatomy.svd_comparison("default", system2="system2")
-    assert versus is None and "cannot be compared" in note
+    versus, note = anatomy.svd_comparison(inputs)
+    assert list(versus["key"]) == ["task_arithmetic", "lore", "twin"] and note.startswith("read")
+    versus, note = anatomy.svd_comparison(inputs, system2="system2")
+    assert versus.empty and list(versus.columns) == anatomy.VERSUS_COLUMNS and "cannot be compared" in note

@@ -6,8 +6,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from l2s_lib import figures, paths
-from l2s_lib.studies import grid
+from l2s_lib import paths
+from l2s_lib.report import figures
+from l2s_lib.pipeline import grid
 from l2s_lib.studies import self_critique as sc
 
 RESPONSES = {

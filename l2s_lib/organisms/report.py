@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from l2s_lib.thresholds import ACC_TOL, MIN_SHORTENING
+from l2s_lib.report.claims import ACC_TOL, MIN_SHORTENING
 
 #: The headline bar of issue 5, in the units of the study CSV (fractions): the compendium's reading of "keeps
-#: accuracy" and "much shorter", shared with the notebooks' verdicts (``l2s_lib.thresholds``).
+#: accuracy" and "much shorter", shared with the notebooks' verdicts (``report.claims``).
 BAR_ACC_TOL = ACC_TOL / 100
 BAR_SHORTER = MIN_SHORTENING / 100
 
@@ -200,7 +200,7 @@ def ladder_figure(df, path: str | Path) -> Path:
     seeds, shaded min-max), System 2's accuracy band of 5 points and the 30%-shorter line marked."""
     import matplotlib.pyplot as plt
 
-    from l2s_lib import figures  # headless backend and house style
+    from l2s_lib.report import figures  # headless backend and house style
 
     figures.set_style()
     d = df[df.level == "all"].copy()

@@ -20,18 +20,19 @@ them; the conclusion sentence is generated from the numbers.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from l2s_lib import paper
-from l2s_lib.figures import ROLE_COLORS, set_style
-from l2s_lib.studies import claims, plots
+from l2s_lib import show
+from l2s_lib.pipeline import catalog, grid
+from l2s_lib.report import claims, paper, plots
+from l2s_lib.report import tables as report_tables
+from l2s_lib.studies import folder
+from l2s_lib.report.figures import ROLE_COLORS, set_style
 
-#: A model "adapts its length" when Spearman's rho between per-sample length and level is at least this
-#: (0.5 = the usual reading of a strong rank correlation; fixed before looking at any organism result) and the
-#: per-level mean length rises at every step.
-MIN_RHO = 0.5
 
 #: Colours for merges (System 1 / System 2 / DPO keep the house role colours): a qualitative palette without
 #: the role colours' blue, red and purple, so a merge never looks like a reference model.
@@ -242,12 +243,8 @@ def _rho_list(table: pd.DataFrame, models: Sequence[str]) -> str:
     return ", ".join(f"{m} {t.loc[m, 'rho']:.2f}" for m in models if m in t.index)
 
 
-#: Fewest difficulty levels on which a length-level correlation is judged.
-MIN_LEVELS = 3
-
-
 def conclusion(level_corr: pd.DataFrame, shortening: pd.DataFrame, paper_corr: pd.DataFrame, system1: str,
-               system2: str, merges: Sequence[str], world: str = "organism", min_rho: float = MIN_RHO,
+               system2: str, merges: Sequence[str], world: str = "organism", min_rho: float = claims.MIN_RHO,
                ours_corr: pd.DataFrame | None = None) -> str:
     """Markdown: does each merge adapt its length to difficulty (rho >= ``min_rho`` and rising at every level)?
 
@@ -260,10 +257,10 @@ def conclusion(level_corr: pd.DataFrame, shortening: pd.DataFrame, paper_corr: p
         raise ValueError("no merge of the list is in the correlation table")
     n_levels = len(shortening.columns)
     undefined = [m for m in [system1, system2] + merges if m in c.index and pd.isna(c.loc[m, "rho"])]
-    if n_levels < MIN_LEVELS or undefined:
+    if n_levels < claims.MIN_LEVELS or undefined:
         # A quick look (LIMIT) can leave too few levels for a correlation: say so instead of "holds for none".
-        why = (f"the run has {n_levels} difficulty level{'s' if n_levels != 1 else ''} (at least {MIN_LEVELS} are "
-               "needed)" if n_levels < MIN_LEVELS else
+        why = (f"the run has {n_levels} difficulty level{'s' if n_levels != 1 else ''} (at least {claims.MIN_LEVELS} are "
+               "needed)" if n_levels < claims.MIN_LEVELS else
                f"the rank correlation is undefined for {claims.names(undefined)}")
         return (f"**Verdict ({world} world): inconclusive**: the adaptive-length claim cannot be judged from this run: "
                 f"{why}. Run more problems per benchmark (LIMIT = 0 evaluates them all).")
@@ -309,3 +306,84 @@ def rounded(df: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     return df.apply(lambda s: s.round(digits) if pd.api.types.is_float_dtype(s.dtype) else s)
 
 
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The study: compute writes the result files; tables, figures and verdict read them
+# ---------------------------------------------------------------------------------------------------------------
+
+STUDY = "03_adaptive_length"
+INPUTS: tuple[str, ...] = ()
+FIGURES = ("fig2a_adaptive_length",)
+
+
+def compute(params: Mapping[str, Any]) -> list[Path]:
+    """Evaluate the comparison grid of ``params`` and write ``summary``, ``length_by_level``
+    (``level_lengths``), ``length_by_benchmark`` (ours, ``benchmark_lengths``), ``paper_length_by_benchmark``
+    (the paper's Table 1 lengths with difficulty ranks), ``level_correlations`` (from the per-sample records),
+    ``benchmark_correlations``, ``paper_benchmark_correlations``, ``length_change_by_level`` and ``settings``."""
+    p = dict(params)
+    out = folder.of(STUDY, p)
+    pair = catalog.resolve_pair(p["SIZE"], p["SYSTEM1"], p["SYSTEM2"], p["DPO"], p["CALIBRATION"])
+    entries = catalog.comparison_entries(pair, p["METHODS"], p["SCALE"], p["SEED"], p["S1_PROMPT"],
+                                         p["S1_MAX_NEW_TOKENS"], p["PROMPT"], p["MAX_NEW_TOKENS"])
+    run = grid.evaluate(entries, p["BENCHMARKS"], device=p["DEVICE"], backend=p["BACKEND"],
+                        batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None)
+    bench = p["LEVEL_BENCHMARK"]
+    levels = level_lengths(run.summary, bench, run.labels())
+    ours = benchmark_lengths(report_tables.overall(run.summary), run.labels(), order=mean_level_order(run.summary))
+    theirs = paper_benchmark_lengths(p["SCALE"], run.labels("merge"))
+    tables_ = {
+        "summary": run.summary, "length_by_level": levels, "length_by_benchmark": ours,
+        "paper_length_by_benchmark": theirs,
+        "level_correlations": level_correlations(run.records, bench, run.labels()),
+        "benchmark_correlations": benchmark_correlations(ours),
+        "paper_benchmark_correlations": benchmark_correlations(theirs),
+        "length_change_by_level": shortening_by_level(levels, pair.label2).reset_index(),
+    }
+    return [folder.write(out, df, name, p) for name, df in tables_.items()] + [
+        folder.write_settings(out, p, world=pair.world, system1=pair.label1, system2=pair.label2,
+                              level_benchmark=bench, paper_scale=PAPER_SCALES.get(p["SCALE"], p["SCALE"]))]
+
+
+def _shortening(d: Path) -> pd.DataFrame:
+    return shortening_by_level(folder.read(d, "length_by_level"), folder.settings(d)["system2"])
+
+
+def tables(d: Path) -> dict[str, show.Table]:
+    """``length_by_level``: mean length per model and level; ``level_correlations``, ``benchmark_correlations``,
+    ``paper_benchmark_correlations``: how length follows difficulty; ``length_change_by_level``: % vs System 2."""
+    order = {name: " < ".join(order_of(folder.read(d, name)))
+             for name in ("length_by_benchmark", "paper_length_by_benchmark")}
+    return {
+        "length_by_level": show.Table(level_table(folder.read(d, "length_by_level"))),
+        "level_correlations": show.Table(rounded(folder.read(d, "level_correlations")), "by difficulty level",
+                                         index=False),
+        "benchmark_correlations": show.Table(rounded(folder.read(d, "benchmark_correlations")), index=False,
+                                             caption=f"by benchmark, ours (easiest -> hardest: "
+                                                     f"{order['length_by_benchmark']})"),
+        "paper_benchmark_correlations": show.Table(rounded(folder.read(d, "paper_benchmark_correlations")),
+                                                   index=False, caption=f"by benchmark, paper (easiest -> hardest: "
+                                                                        f"{order['paper_length_by_benchmark']})"),
+        "length_change_by_level": show.Table(_shortening(d).round(1)),
+    }
+
+
+def figures(d: Path) -> folder.Figures:
+    """``fig2a_adaptive_length``: the paper's lengths by benchmark beside ours by benchmark and by level."""
+    def fig2a():
+        s = folder.settings(d)
+        return fig_adaptive_length(folder.read(d, "length_by_level"), folder.read(d, "length_by_benchmark"),
+                                   folder.read(d, "paper_length_by_benchmark"), folder.roles(folder.read(d, "summary")),
+                                   s["level_benchmark"], paper_title=f"Paper {s['paper_scale']}",
+                                   ours_title=f"This run ({s['world']})")
+
+    return folder.Figures({"fig2a_adaptive_length": fig2a})
+
+
+def verdict(d: Path) -> str:
+    """Markdown: does each merge adapt its length to difficulty (``conclusion``)?"""
+    s = folder.settings(d)
+    return conclusion(folder.read(d, "level_correlations"), _shortening(d), folder.read(d, "paper_benchmark_correlations"),
+                      s["system1"], s["system2"], folder.labels(folder.read(d, "summary"), "merge"), world=s["world"],
+                      ours_corr=folder.read(d, "benchmark_correlations"))

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,19 +36,15 @@ import torch
 from tqdm.auto import tqdm
 
 from l2s_lib.analysis import task_vectors as tv
-from l2s_lib.figures import set_style
-from l2s_lib import results
-from l2s_lib.studies import catalog, plots
+from l2s_lib.pipeline import catalog
+from l2s_lib import show
+from l2s_lib.report import claims, plots
+from l2s_lib.studies import folder
+from l2s_lib.report.figures import set_style
 
-#: tau counts as low-rank when, for the median 2-D tensor, 90% of its energy lies in at most this fraction of its
-#: singular directions (fixed before looking at any organism result; a square Gaussian matrix needs about half,
-#: a 1:4 one about three quarters, see ``noise_reference``).
-LOW_RANK_FRAC90 = 0.25
 #: The SVD methods of the compendium and the data-free method they are compared with.
 SVD_METHODS = ("lore", "twin", "iso_c")
 REFERENCE_METHOD = "task_arithmetic"
-#: How far an SVD method's mean accuracy may sit below Task Arithmetic's (points) and still "fare as well".
-ACC_TOL = 2.0
 
 
 def singular_values(system1: str | Path, system2: str | Path, device: str = "cpu",
@@ -221,13 +218,15 @@ def noise_curve(shape: tuple[int, int], seed: int = 0) -> pd.DataFrame:
     return spectrum_curves({"gaussian": torch.linalg.svdvals(torch.randn(shape, generator=g))})
 
 
-def svd_methods_vs_ta(average: pd.DataFrame | None, system2: str = "System 2") -> pd.DataFrame | None:
+#: Columns of ``svd_methods_vs_ta``.
+VERSUS_COLUMNS = ["method", "key", "accuracy_gap", "length_change_pct", "accuracy_vs_ta", "length_vs_ta_points"]
+
+
+def svd_methods_vs_ta(average: pd.DataFrame, system2: str = "System 2") -> pd.DataFrame:
     """Notebook 01's ``average`` table reduced to the SVD methods and Task Arithmetic: accuracy gap to System 2
-    (points), length change vs System 2 (%), and the differences to Task Arithmetic. None when ``average`` is."""
-    if average is None:
-        return None
+    (points), length change vs System 2 (%), and the differences to Task Arithmetic."""
     a = average.set_index("model")
-    label = {k: catalog.METHODS[k] for k in (REFERENCE_METHOD, *SVD_METHODS)}
+    label = {k: catalog.METHODS[k].label for k in (REFERENCE_METHOD, *SVD_METHODS)}
     if label[REFERENCE_METHOD] not in a.index or system2 not in a.index:
         raise ValueError(f"notebook 01's table lacks {label[REFERENCE_METHOD]!r} or {system2!r}")
     s2 = a.loc[system2, "avg_accuracy"]
@@ -241,7 +240,7 @@ def svd_methods_vs_ta(average: pd.DataFrame | None, system2: str = "System 2") -
                      "length_change_pct": r["length_change_vs_system2_pct"],
                      "accuracy_vs_ta": r["avg_accuracy"] - ta["avg_accuracy"],
                      "length_vs_ta_points": r["length_change_vs_system2_pct"] - ta["length_change_vs_system2_pct"]})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=VERSUS_COLUMNS)
 
 
 def versus_text(versus: pd.DataFrame | None, digits: int = 1) -> str:
@@ -252,7 +251,8 @@ def versus_text(versus: pd.DataFrame | None, digits: int = 1) -> str:
 
 
 def conclusion(kinds: pd.DataFrame, versus: pd.DataFrame | None, settings: Mapping[str, float],
-               world: str = "organism", low_rank_frac90: float = LOW_RANK_FRAC90, acc_tol: float = ACC_TOL) -> str:
+               world: str = "organism", low_rank_frac90: float = claims.LOW_RANK_FRAC90,
+               acc_tol: float = claims.SVD_ACC_TOL) -> str:
     """Markdown: is tau low-rank here, and do the SVD methods fare as the paper's hypothesis predicts?
 
     The hypothesis (Section 4.3): tau is not low-rank, so methods that keep or reshape a low-rank part of it
@@ -332,27 +332,73 @@ def measure(system1: str | Path, system2: str | Path, scale: str = "7b", device:
                    svd_settings(scale))
 
 
-def merge_results(config: str = "default") -> tuple[pd.DataFrame | None, str]:
-    """Notebook 01's ``average`` table for ``config`` and a line saying where it came from (or that it is absent)."""
-    try:
-        return results.read("01_merge_methods", "average", config), f"read notebook 01's results (config '{config}')"
-    except FileNotFoundError as exc:
-        return None, f"notebook 01's results are absent: {exc}"
-
-
-def svd_comparison(config: str = "default", system2: str = "System 2") -> tuple[pd.DataFrame | None, str]:
-    """``svd_methods_vs_ta`` of notebook 01's results for ``config``, and a line saying where they came from, or
-    why there is no comparison (no results yet, or a table without Task Arithmetic or ``system2``)."""
-    average, note = merge_results(config)
-    if average is None:
-        return None, note
+def svd_comparison(inputs: Path, system2: str = "System 2") -> tuple[pd.DataFrame, str]:
+    """``svd_methods_vs_ta`` of notebook 01's ``average`` table in the results folder ``inputs`` (this study's
+    declared input), and a line saying where it came from. ``FileNotFoundError`` (naming the run to make first)
+    when notebook 01 has not run; a table without Task Arithmetic or ``system2`` gives no rows and says why."""
+    average = folder.read(inputs, "average")
+    note = f"read notebook 01's results (config '{Path(inputs).name}')"
     try:
         return svd_methods_vs_ta(average, system2), note
     except ValueError as exc:
-        return None, f"{note}, but they cannot be compared: {exc}"
+        return pd.DataFrame(columns=VERSUS_COLUMNS), f"{note}, but they cannot be compared: {exc}"
 
 
-def figure(a: Anatomy, title: str = "This run") -> plt.Figure:
-    """``fig_anatomy`` of an ``Anatomy`` (the Gaussian curve has the most frequent matrix shape)."""
-    return fig_anatomy(tv.by_layer(a.tensors), spectrum_curves(a.svals), a.spectra,
-                       noise_curve(a.typical_shape()), a.settings["twin_rank_ratio"], title=title)
+# ---------------------------------------------------------------------------------------------------------------
+# The study: compute writes the result files; tables, figures and verdict read them
+# ---------------------------------------------------------------------------------------------------------------
+
+STUDY = "06_task_vectors"
+#: Notebook 01's results (its run of the same CONFIG) give the SVD methods' accuracy against Task Arithmetic.
+INPUTS: tuple[str, ...] = ("01_merge_methods",)
+FIGURES = ("fig6_task_vectors",)
+
+
+def compute(params: Mapping[str, Any]) -> list[Path]:
+    """Measure tau of the pair of ``params`` and compare the SVD methods with TA on notebook 01's results; write
+    ``tensors``, ``spectra``, ``kinds`` (``kind_summary``), ``curves`` (every matrix's cumulative spectral
+    energy), ``noise_curve`` (the Gaussian reference), ``svd_versus_ta`` and ``settings`` (the SVD settings).
+
+    Notebook 01's results are read first, so a missing input fails before the SVDs run."""
+    from l2s_lib.report import results
+
+    p = dict(params)
+    out = folder.of(STUDY, p)
+    pair = catalog.resolve_pair(p["SIZE"], p["SYSTEM1"], p["SYSTEM2"])
+    versus, note = svd_comparison(results.result_dir(INPUTS[0], p["CONFIG"]), pair.label2)
+    tau = measure(pair.system1, pair.system2, scale=p["SCALE"], device=p["DEVICE"], seed=p["SEED"])
+    files = {"tensors": tau.tensors, "spectra": tau.spectra, "kinds": tau.kinds(),
+             "curves": spectrum_curves(tau.svals), "noise_curve": noise_curve(tau.typical_shape()),
+             "svd_versus_ta": versus}
+    return [folder.write(out, df, name, p) for name, df in files.items()] + [
+        folder.write_settings(out, p, world=pair.world, scale=p["SCALE"], versus_note=note, **tau.settings)]
+
+
+def _settings(d: Path) -> dict:
+    s = folder.settings(d)
+    return s | {"svd": {k: float(s[k]) for k in ("lore_threshold", "twin_rank_ratio")}}
+
+
+def tables(d: Path) -> dict[str, show.Table]:
+    """``kinds``: the anatomy of tau per tensor kind (captioned with the SVD settings); ``svd_versus_ta``: the
+    SVD methods against Task Arithmetic on notebook 01's results (captioned with where they came from)."""
+    s = _settings(d)
+    return {"kinds": show.Table(folder.read(d, "kinds").round(3), f"SVD settings at scale {s['scale']}: {s['svd']}",
+                                index=False),
+            "svd_versus_ta": show.Table(folder.read(d, "svd_versus_ta").round(1), s["versus_note"], index=False)}
+
+
+def figures(d: Path) -> folder.Figures:
+    """``fig6_task_vectors``: tau's norm per layer, its cumulative spectral energy, its effective rank per layer."""
+    def fig6():
+        s = _settings(d)
+        return fig_anatomy(tv.by_layer(folder.read(d, "tensors")), folder.read(d, "curves"), folder.read(d, "spectra"),
+                           folder.read(d, "noise_curve"), s["svd"]["twin_rank_ratio"], title=f"This run ({s['world']})")
+
+    return folder.Figures({"fig6_task_vectors": fig6})
+
+
+def verdict(d: Path) -> str:
+    """Markdown: is tau low-rank here, and do the SVD methods fare as the paper's hypothesis predicts?"""
+    s = _settings(d)
+    return conclusion(folder.read(d, "kinds"), folder.read(d, "svd_versus_ta"), s["svd"], world=s["world"])

@@ -1,5 +1,6 @@
 """``l2s run NOTEBOOK [CONFIG|NAME]``: papermill with ``notebooks/params/<study>/<config>.yaml``, or an ad-hoc run
-named NAME (the notebook's defaults plus ``-p`` overrides)."""
+named NAME (the notebook's defaults plus ``-p`` overrides). ``l2s figures [STUDY] [--config C]``: every figure
+redrawn from ``data/results/`` alone."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import argparse
 import yaml
 
 from l2s_lib.errors import ConfigError
-from l2s_lib.studies import notebooks
+from l2s_lib.studies import notebooks, registry
 
 
 def _parse_override(text: str) -> tuple[str, object]:
@@ -22,6 +23,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.list:
         for study in notebooks.list_studies():
             print(f"{study}: {', '.join(notebooks.list_configs(study))}")
+        return 0
+    if args.order:
+        print("\n".join(registry.order()))
         return 0
     if not args.notebook:
         raise ConfigError("name a study notebook (l2s run --list shows them)")
@@ -46,4 +50,32 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME=VALUE", help="override one parameter")
     p.add_argument("--output", help="folder for the executed notebook (default data/results/NOTEBOOK/CONFIG)")
     p.add_argument("--list", action="store_true", help="list studies and their configs")
+    p.add_argument("--order", action="store_true",
+                   help="print every study, each after the studies whose results it reads (make reproduce's order)")
     p.set_defaults(handler=_run)
+
+    f = sub.add_parser("figures", help="redraw figures from data/results/ (no model, checkpoint or cache needed)",
+                       description="Redraw the figures of every finished study run from its result files: figures/ for "
+                                   "the default runs, data/results/STUDY/CONFIG/figures/ for the others.")
+    f.add_argument("study", nargs="?", help="one study, e.g. 01_merge_methods or 01 (default: all)")
+    f.add_argument("--config", help="one run (default: every finished run)")
+    f.add_argument("--check", action="store_true",
+                   help="overwrite nothing; list the figures whose redrawn bytes differ from the saved ones (exit 1)")
+    f.set_defaults(handler=_figures)
+
+
+def _figures(args: argparse.Namespace) -> int:
+    from l2s_lib import paths
+
+    try:
+        files = registry.redraw(args.study, args.config, check=args.check)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from exc
+    if args.check:
+        for p in files:
+            print(f"differs: {paths.relative_to_root(p)}")
+        print(f"{len(files)} figure file(s) differ from a redraw" if files else "every figure redraws byte for byte")
+        return 1 if files else 0
+    for p in files:
+        print(paths.relative_to_root(p))
+    return 0

@@ -9,29 +9,23 @@ and the figure puts accuracy gap and length change against model size, the organ
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from l2s_lib import paper
+from l2s_lib import show
+from l2s_lib.report import claims, paper
+from l2s_lib.report import tables as report_tables
 from l2s_lib.checkpoints import parameter_count
 from l2s_lib.errors import ConfigError
-from l2s_lib.figures import set_style
-from l2s_lib.studies import catalog, grid, tables
+from l2s_lib.report.figures import set_style
+from l2s_lib.pipeline import catalog, grid
+from l2s_lib.studies import folder
 
 #: The paper's model sizes in billions of parameters, by the scale keys of ``catalog.SCALES``.
 PAPER_SIZES_B = {"1.5B": 1.54, "7B": 7.62, "14B": 14.77, "32B": 32.76}
-
-
-def parse_mapping(text: str) -> dict[str, str]:
-    """``"1m:1p5b,6m:7b"`` -> ``{"1m": "1p5b", "6m": "7b"}`` (notebook literals stay strings)."""
-    out = {}
-    for item in filter(None, (s.strip() for s in text.split(","))):
-        if ":" not in item:
-            raise ConfigError(f"'{item}' must be KEY:VALUE (e.g. 1m:1p5b)")
-        k, v = item.split(":", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def paper_average_tables() -> pd.DataFrame:
@@ -46,7 +40,7 @@ def paper_average_tables() -> pd.DataFrame:
         summary = pd.DataFrame({"model": t["method"], "benchmark": t["benchmark"], "level": "all",
                                 "accuracy": t["accuracy"], "mean_tokens": t["mean_length"],
                                 "reflective_pct": 0.0, "truncated_pct": 0.0})
-        avg = tables.average_table(summary, s2)
+        avg = report_tables.average_table(summary, s2)
         acc2 = avg.set_index("model").loc[s2, "avg_accuracy"]
         avg["accuracy_gap"] = avg["avg_accuracy"] - acc2
         avg["scale"] = scale
@@ -56,15 +50,17 @@ def paper_average_tables() -> pd.DataFrame:
     return pd.concat(rows, ignore_index=True)
 
 
-def ladder_pairs(sizes: str = "", system1: str = "", system2: str = "", calibration: str = "",
+def ladder_pairs(sizes: Sequence[str] = (), system1: str = "", system2: str = "", calibration: str = "",
                  scale: str = "7b") -> dict[str, catalog.Pair]:
-    """The pairs of a scale study: one per organism size (``sizes`` comma-separated; "" = every shipped size),
-    or, when ``system1``/``system2`` are given, the one real pair under its paper scale key."""
+    """The pairs of a scale study: one per organism size (``sizes``; empty = every shipped size), or, when
+    ``system1``/``system2`` are given, the one real pair under its paper scale key."""
     if system1 or system2:
         return {scale: catalog.resolve_pair(system1=system1, system2=system2, calibration=calibration)}
     from l2s_lib import organisms
 
-    names = [s.strip() for s in sizes.split(",") if s.strip()] or list(organisms.SHIPPED_SIZES)
+    if isinstance(sizes, str):
+        raise ConfigError(f"sizes must be a list of organism sizes (e.g. ['1m', '6m']), got the string {sizes!r}")
+    names = list(sizes) or list(organisms.SHIPPED_SIZES)
     return {size: catalog.resolve_pair(size, calibration=calibration) for size in names}
 
 
@@ -90,7 +86,7 @@ def ladder_average(summary: pd.DataFrame, system2: str = "System 2") -> pd.DataF
     """Per size and model: mean accuracy, length change vs that size's System 2, accuracy gap, reflection."""
     rows = []
     for size, part in summary.groupby("size", sort=False):
-        avg = tables.average_table(part, system2)
+        avg = report_tables.average_table(part, system2)
         acc2 = avg.set_index("model").loc[system2, "avg_accuracy"]
         avg["accuracy_gap"] = avg["avg_accuracy"] - acc2
         avg["size"] = size
@@ -103,7 +99,7 @@ def ladder_average(summary: pd.DataFrame, system2: str = "System 2") -> pd.DataF
 def reflection_counts(summary: pd.DataFrame) -> pd.DataFrame:
     """Tables 2-4's reflection columns: reflective responses (count) and keyword frequency, per size, model and
     benchmark (level "all")."""
-    top = tables.overall(summary).copy()
+    top = report_tables.overall(summary).copy()
     top["reflective_responses"] = (top["reflective_pct"] * top["n"] / 100).round().astype(int)
     cols = [c for c in ("size", "model", "benchmark", "n", "reflective_responses", "keyword_freq") if c in top]
     return top[cols].reset_index(drop=True)
@@ -142,7 +138,7 @@ def _size_label(n: float) -> str:
     return f"{n / 1e9:.3g}B" if n >= 1e9 else f"{n / 1e6:.3g}M"
 
 
-def scale_conclusion(ours: pd.DataFrame, methods: Sequence[str], acc_tol: float = 5.0) -> str:
+def scale_conclusion(ours: pd.DataFrame, methods: Sequence[str], acc_tol: float = claims.ACC_TOL) -> str:
     """Markdown: does the paper's scale pattern (small pairs lose accuracy; large ones keep it but shorten less)
     appear along the organism ladder? Computed from ``ladder_average`` rows."""
     sizes = list(dict.fromkeys(ours["size"]))
@@ -176,3 +172,80 @@ def three_model_entries(pair_models: Mapping[str, str], seed: int = 0) -> list[g
     base = pair_models[names[0]]
     combos = [(names[0], names[1]), (names[0], names[2]), (names[1], names[2]), tuple(names)]
     return [grid.merge(" + ".join(c), "average", base, [pair_models[n] for n in c], seed=seed) for c in combos]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The study: compute writes the result files; tables, figures and verdict read them
+# ---------------------------------------------------------------------------------------------------------------
+
+STUDY = "02_scale_effects"
+INPUTS: tuple[str, ...] = ()
+FIGURES = ("fig3_scale_effects",)
+
+
+def compute(params: Mapping[str, Any]) -> list[Path]:
+    """Evaluate the ladder (and Table 5's three-model averages) of ``params`` and write ``summary`` (with
+    ``size``, ``n_params``, ``scale_settings``), ``average`` (``ladder_average``), ``reflection``
+    (``reflection_counts``), ``three_model`` (when it ran) and ``settings``."""
+    p = dict(params)
+    out = folder.of(STUDY, p)
+    pairs = ladder_pairs(p["SIZES"], p["SYSTEM1"], p["SYSTEM2"], p["CALIBRATION"], p["SCALE"])
+    mapping = dict(p["SCALE_OF_SIZE"]) | ({p["SCALE"]: p["SCALE"]} if p["SYSTEM1"] else {})
+    eval_kw = dict(device=p["DEVICE"], backend=p["BACKEND"], batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None)
+    summary = run_ladder(pairs, p["METHODS"], mapping, p["BENCHMARKS"], seed=p["SEED"],
+                         system1_eval=catalog.decoding(p["S1_PROMPT"], p["S1_MAX_NEW_TOKENS"]),
+                         system2_eval=catalog.decoding(p["PROMPT"], p["MAX_NEW_TOKENS"]), **eval_kw)
+    written = [folder.write(out, summary, "summary", p), folder.write(out, ladder_average(summary), "average", p),
+               folder.write(out, reflection_counts(summary), "reflection", p)]
+    pair = catalog.resolve_pair(p["SIZES"][0] if p["SIZES"] else "")
+    note = None
+    if p["THREE_MODEL"] and pair.world == "organism" and pair.dpo:
+        trio = {"System 1": pair.system1, "System 2": pair.system2, "DPO": pair.dpo}
+        entries = catalog.pair_entries(pair) + three_model_entries(trio, seed=p["SEED"])
+        table5 = grid.evaluate(entries, p["BENCHMARKS"], progress=False, **eval_kw).summary
+        written.append(folder.write(out, table5, "three_model", p))
+    else:
+        note = "Table 5 is asked of the organisms only (set THREE_MODEL and use the organism pair)."
+    written.append(folder.write_settings(out, p, world=pairs[next(iter(pairs))].world, system2="System 2",
+                                         three_model_note=note))
+    return written
+
+
+def tables(d: Path) -> dict[str, show.Table]:
+    """``size <S>``: Tables 2-4's accuracy (mean length) per benchmark at each size; ``reflection``: reflective
+    responses and keyword frequency per size, model and benchmark; ``ladder``: each merge's accuracy gap and
+    length change per size; ``table5``: the three-model averages (when they ran)."""
+    summary, ladder = folder.read(d, "summary"), folder.read(d, "average")
+    out = {}
+    for size, part in summary.groupby("size", sort=False):
+        out[f"size {size}"] = show.Table(report_tables.paper_style(part, system2="System 2"),
+                                         f"{size}: {int(part['n_params'].iloc[0]):,} parameters, Table 7 row "
+                                         f"{part['scale_settings'].iloc[0]}")
+    reflection = folder.read(d, "reflection")
+    out["reflection"] = show.Table(reflection.pivot_table(index=["size", "model"], columns="benchmark",
+                                                          values=["reflective_responses", "keyword_freq"],
+                                                          sort=False).round(1))
+    cols = ["size", "model", "accuracy_gap", "length_change_vs_system2_pct"]
+    out["ladder"] = show.Table(ladder[ladder["role"] == "merge"][cols].round(1), index=False)
+    if (Path(d) / "three_model.csv").is_file():
+        out["table5"] = show.Table(report_tables.paper_style(folder.read(d, "three_model"), system2="System 2"))
+    return out
+
+
+def _merges(ladder: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(ladder.loc[ladder["role"] == "merge", "model"]))
+
+
+def figures(d: Path) -> folder.Figures:
+    """``fig3_scale_effects``: accuracy gap and length change against model size, ours beside the paper's."""
+    def fig3():
+        ladder = folder.read(d, "average")
+        return fig_scale(ladder, paper_average_tables(), _merges(ladder))
+
+    return folder.Figures({"fig3_scale_effects": fig3})
+
+
+def verdict(d: Path) -> str:
+    """Markdown: does the paper's scale pattern appear along the ladder (``scale_conclusion``)?"""
+    ladder = folder.read(d, "average")
+    return scale_conclusion(ladder, _merges(ladder))

@@ -19,16 +19,19 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping, Sequence
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from l2s_lib import metrics, paper, paths
+from l2s_lib import metrics, paths, show
 from l2s_lib.files import atomic_write_text
-from l2s_lib.figures import set_style
-from l2s_lib.studies import claims, grid, plots
+from l2s_lib.report import claims, paper, plots
+from l2s_lib.report.figures import set_style
+from l2s_lib.pipeline import catalog, grid
+from l2s_lib.studies import folder
 from l2s_lib.studies.adaptive_length import model_colors
 
 #: Bump when the probe's prompts, scoring or generation change, so cached probe generations are not reused.
@@ -372,3 +375,87 @@ def conclusion(reflection: pd.DataFrame, probe: ProbeResult, system1: str, syste
                  + (", the merges " + ", ".join(f"{s.loc[m, 'noticed_pct']:.0f}% ({m})" for m in merges if m in s.index)
                     if any(m in s.index for m in merges) else "") + ".")
     return text.strip()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The study: compute writes the result files; tables, figures and verdict read them
+# ---------------------------------------------------------------------------------------------------------------
+
+STUDY = "04_self_critique"
+INPUTS: tuple[str, ...] = ()
+FIGURES = ("tab6_reflection", "fig2b_reflection_by_level", "tab6_correction_probe")
+
+
+def compute(params: Mapping[str, Any]) -> list[Path]:
+    """Evaluate the comparison grid of ``params``, count reflection, run the planted-error probe, and write
+    ``summary``, ``reflection`` (``reflection_table``), ``correction_probe`` (``probe_summary``),
+    ``correction_probe_rows`` (without the continuations) and ``settings`` (with why the probe was skipped)."""
+    p = dict(params)
+    out = folder.of(STUDY, p)
+    pair = catalog.resolve_pair(p["SIZE"], p["SYSTEM1"], p["SYSTEM2"], p["DPO"], p["CALIBRATION"])
+    entries = catalog.comparison_entries(pair, p["METHODS"], p["SCALE"], p["SEED"], p["S1_PROMPT"],
+                                         p["S1_MAX_NEW_TOKENS"], p["PROMPT"], p["MAX_NEW_TOKENS"])
+    run = grid.evaluate(entries, p["BENCHMARKS"], device=p["DEVICE"], backend=p["BACKEND"],
+                        batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None)
+    probe = correction_probe(entries, pair.world, p["LEVEL_BENCHMARK"], p["PROBE_PER_LEVEL"], p["SEED"],
+                             p["PROBE_MAX_NEW_TOKENS"], p["BATCH_SIZE"], p["DEVICE"])
+    return [folder.write(out, run.summary, "summary", p),
+            folder.write(out, reflection_table(run.records), "reflection", p),
+            folder.write(out, probe.summary, "correction_probe", p),
+            folder.write(out, probe.rows.drop(columns=["continuation"]), "correction_probe_rows", p),
+            folder.write_settings(out, p, world=pair.world, system1=pair.label1, system2=pair.label2,
+                                  level_benchmark=p["LEVEL_BENCHMARK"], probe_skipped=probe.skipped)]
+
+
+def probe_result(d: Path) -> ProbeResult:
+    """The probe of the run in ``d`` as written by ``compute`` (rows without their continuations)."""
+    return ProbeResult(folder.read(d, "correction_probe_rows"), folder.read(d, "correction_probe"),
+                       folder.settings(d)["probe_skipped"])
+
+
+def _read(d: Path) -> tuple[pd.DataFrame, dict, dict]:
+    """The reflection table (its ``level`` column reads back as text: "1".."5" and "all"), roles and settings."""
+    return folder.read(d, "reflection"), folder.roles(folder.read(d, "summary")), folder.settings(d)
+
+
+def tables(d: Path) -> dict[str, show.Table]:
+    """``table6``: reflective share (%) per model and benchmark, ours and ``paper_table6``; ``keyword_lists``:
+    both keyword lists side by side; ``reflective_by_level`` / ``keyword_freq_by_level``: Figure 2b's numbers;
+    ``probe_repaired`` / ``probe_noticed``: the probe by level (empty when it was skipped)."""
+    reflection, roles, s = _read(d)
+    models = list(roles)
+    probe = probe_result(d)
+    return {
+        "table6": show.Table(by_benchmark(reflection, models=models).round(1), "this run"),
+        "paper_table6": show.Table(paper_table6(), "paper, 7B (Table 6)"),
+        "keyword_lists": show.Table(keyword_lists_side_by_side(reflection, models)),
+        "reflective_by_level": show.Table(by_level(reflection, s["level_benchmark"], models=models).round(1),
+                                          "reflective responses (%), paper list"),
+        "keyword_freq_by_level": show.Table(by_level(reflection, s["level_benchmark"], "keyword_freq",
+                                                     models=models).round(2),
+                                            "keywords per reflective response, paper list"),
+        "probe_repaired": show.Table(probe_overview(probe, "repaired_pct"), "repaired (%) by level"),
+        "probe_noticed": show.Table(probe_overview(probe, "noticed_pct"), "noticed (%) by level"),
+    }
+
+
+def figures(d: Path) -> folder.Figures:
+    """``tab6_reflection`` (Table 6 as heatmaps), ``fig2b_reflection_by_level``, ``tab6_correction_probe``."""
+    def tab6():
+        reflection, roles, s = _read(d)
+        return fig_table6(by_benchmark(reflection, models=list(roles)), paper_table6(),
+                          ours_title=f"This run ({s['world']})")
+
+    def fig2b():
+        reflection, roles, s = _read(d)
+        return fig_reflection_by_level(reflection, s["level_benchmark"], roles, ours_title=f"This run ({s['world']})")
+
+    return folder.Figures({"tab6_reflection": tab6, "fig2b_reflection_by_level": fig2b,
+                           "tab6_correction_probe": lambda: fig_probe(probe_result(d), _read(d)[1])})
+
+
+def verdict(d: Path) -> str:
+    """Markdown: do the merges keep the paper's self-critique pattern (``conclusion``)?"""
+    reflection, roles, s = _read(d)
+    return conclusion(reflection, probe_result(d), s["system1"], s["system2"],
+                      [m for m, r in roles.items() if r == "merge"], s["level_benchmark"], world=s["world"])

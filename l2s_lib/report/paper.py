@@ -10,23 +10,10 @@ from __future__ import annotations
 import pandas as pd
 
 from l2s_lib import paths
+from l2s_lib.pipeline import catalog
 
 CITATION = "Wu et al. (2025), Unlocking Efficient Long-to-Short LLM Reasoning with Model Merging, arXiv:2503.20641"
 
-#: The paper's method labels -> the registry names of this library (None: not a merge method).
-METHOD_KEYS = {
-    "Average Merging": "average",
-    "Task Arithmetic": "task_arithmetic",
-    "Ties-Merging": "ties",
-    "DARE": "dare_linear",
-    "DARE-TA": "dare_task_arithmetic",
-    "DARE-Ties": "dare_ties",
-    "LoRE-Merging": "lore",
-    "Twin-Merging": "twin",
-    "AIM-Ties": "aim",
-    "Sens-Merging": "sens",
-    "DPO": "dpo",
-}
 
 #: The paper's benchmark labels -> the benchmark names of ``l2s_lib.eval``.
 BENCHMARK_KEYS = {
@@ -63,13 +50,15 @@ def role_of(method: str) -> str:
 
 
 def per_benchmark(scale: str = "7B") -> pd.DataFrame:
-    """The paper's per-benchmark table at one scale, with ``scale``, ``role``, ``method_key``, ``benchmark_key``."""
+    """The paper's per-benchmark table at one scale, with ``scale``, ``role``, ``method_key`` (the catalogue key of
+    a merge, the role of the others) and ``benchmark_key``."""
     if scale not in SCALE_TABLES:
         raise ValueError(f"unknown scale '{scale}'; the paper has {', '.join(SCALE_TABLES)}")
     df = read_table(SCALE_TABLES[scale])
     df.insert(0, "scale", scale)
     df["role"] = df["method"].map(role_of)
-    df["method_key"] = df["method"].map(lambda m: METHOD_KEYS.get(m, role_of(m)))
+    # The paper's row labels are the catalogue's labels: its merges get their catalogue key, the others their role.
+    df["method_key"] = df["method"].map(lambda m: catalog.key_of_label(m) or role_of(m))
     df["benchmark_key"] = df["benchmark"].map(BENCHMARK_KEYS)
     return df
 

@@ -4,8 +4,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from l2s_lib import paper
-from l2s_lib.studies import plots
+from l2s_lib.report import paper, plots
 
 
 def test_rank_correlation():

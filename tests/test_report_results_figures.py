@@ -3,7 +3,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from l2s_lib import figures, paper, paths, results
+from l2s_lib import paths
+from l2s_lib.report import figures, paper, results
 
 
 def test_results_round_trip_with_provenance():

@@ -2,7 +2,7 @@ import pytest
 
 from l2s_lib import paths
 from l2s_lib.errors import ConfigError
-from l2s_lib.studies import catalog, grid
+from l2s_lib.pipeline import catalog, grid
 
 CALIBRATION = str(paths.ROOT / "tests" / "fixtures" / "calibration" / "arithmetic.jsonl")
 
@@ -58,3 +58,18 @@ def test_comparison_entries_split_the_decoding_like_the_paper():
     assert entries[0].eval == {"prompt": "cot", "max_new_tokens": 8192}
     assert all(e.eval == {"prompt": "qwen25-math-cot", "max_new_tokens": 10240} for e in entries[1:])
     assert catalog.comparison_entries(pair, "ties")[0].eval == {}
+
+
+def test_the_catalogue_is_one_table_whose_names_agree_with_configs_registry_and_paper():
+    from l2s_lib.merge.registry import get_method
+    from l2s_lib.report import paper
+
+    assert len({m.key for m in catalog.CATALOGUE}) == len({m.label for m in catalog.CATALOGUE}) == len(catalog.CATALOGUE)
+    table1 = set(paper.per_benchmark("7B")["method"])
+    for m in catalog.CATALOGUE:
+        assert catalog.paper_config(m.key, "7b")["merge_method"] == m.registry
+        get_method(m.registry)  # registered (a name or an alias of the engine), else KeyError
+        assert (m.label in table1) == m.in_paper
+        assert catalog.key_of_label(m.label) == m.key
+    t = paper.per_benchmark("7B").drop_duplicates("method").set_index("method")["method_key"]
+    assert t["Ties-Merging"] == "ties" and t["AIM-Ties"] == "aim_ties" and t["DARE"] == "dare" and t["DPO"] == "dpo"

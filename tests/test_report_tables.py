@@ -1,8 +1,7 @@
 import pandas as pd
 import pytest
 
-from l2s_lib import paper
-from l2s_lib.studies import tables
+from l2s_lib.report import paper, tables
 
 
 def _paper_summary(scale="7B"):

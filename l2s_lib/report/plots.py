@@ -1,7 +1,7 @@
 """The compendium's figures, drawn from result tables only (never from live models).
 
 Each ``fig_*`` function takes tidy tables (ours and, where the paper has the same quantity, the paper's)
-and returns a matplotlib Figure; notebooks pass it to ``l2s_lib.figures.save`` under the paper's name.
+and returns a matplotlib Figure; notebooks pass it to ``l2s_lib.report.figures.save`` under the paper's name.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from l2s_lib.figures import ROLE_COLORS, set_style
+from l2s_lib.report.figures import ROLE_COLORS, set_style
 
 _MARKERS = {"system1": "s", "system2": "D", "dpo": "P", "merge": "o"}
 

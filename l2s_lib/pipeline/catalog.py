@@ -19,24 +19,51 @@ import yaml
 from l2s_lib import paths
 from l2s_lib.errors import ConfigError
 from l2s_lib.merge.registry import get_method
-from l2s_lib.studies import grid
+from l2s_lib.pipeline import grid
 
-#: (config key, label in tables and figures). The first ten are the paper's Table 1 rows (same labels,
-#: so that ours and the paper's can be joined); SLERP and Iso-C are the compendium's additions.
-METHODS: dict[str, str] = {
-    "average": "Average Merging",
-    "task_arithmetic": "Task Arithmetic",
-    "ties": "Ties-Merging",
-    "dare": "DARE",
-    "dare_ta": "DARE-TA",
-    "dare_ties": "DARE-Ties",
-    "lore": "LoRE-Merging",
-    "twin": "Twin-Merging",
-    "aim_ties": "AIM-Ties",
-    "sens": "Sens-Merging",
-    "slerp": "SLERP",
-    "iso_c": "Iso-C",
-}
+@dataclass(frozen=True)
+class Method:
+    """One merge method of the studies, under its three names.
+
+    ``key``: the catalogue key (notebooks' ``METHODS`` lists, the config files ``paper_<scale>_<key>.yaml``, the
+    ``method_key`` column of every result table, and the key results are joined on); ``registry``: the merge
+    engine's registered name (the configs' ``merge_method``); ``label``: the name in tables and figures, which is
+    the paper's row label (Tables 1-7) when ``in_paper``, so the paper's rows map to keys through this table.
+    """
+
+    key: str
+    registry: str
+    label: str
+    in_paper: bool = True
+
+    def config_file(self, scale: str = "7b") -> Path:
+        """The paper's config of this method at ``scale`` (which may not exist: see ``paper_config``)."""
+        return paths.MERGE_CONFIGS / f"paper_{scale}_{self.key}.yaml"
+
+
+#: The one table of merge methods. The first ten are the paper's Table 1 rows; SLERP and Iso-C are the
+#: compendium's additions.
+CATALOGUE: tuple[Method, ...] = (
+    Method("average", "average", "Average Merging"),
+    Method("task_arithmetic", "task_arithmetic", "Task Arithmetic"),
+    Method("ties", "ties", "Ties-Merging"),
+    Method("dare", "dare_linear", "DARE"),
+    Method("dare_ta", "dare_task_arithmetic", "DARE-TA"),
+    Method("dare_ties", "dare_ties", "DARE-Ties"),
+    Method("lore", "lore", "LoRE-Merging"),
+    Method("twin", "twin", "Twin-Merging"),
+    Method("aim_ties", "aim_ties", "AIM-Ties"),
+    Method("sens", "sens", "Sens-Merging"),
+    Method("slerp", "slerp", "SLERP", in_paper=False),
+    Method("iso_c", "iso_c", "Iso-C", in_paper=False),
+)
+#: The catalogue by key.
+METHODS: dict[str, Method] = {m.key: m for m in CATALOGUE}
+
+
+def key_of_label(label: str) -> str | None:
+    """The catalogue key of a table label (ours or the paper's row label), None when no method has it."""
+    return next((m.key for m in CATALOGUE if m.label == label), None)
 SCALES = ("1p5b", "7b", "14b", "32b")
 #: The paper's (System 1, System 2) hub ids per scale (Tables 1-4).
 PAPER_PAIRS: dict[str, tuple[str, str]] = {
@@ -88,9 +115,9 @@ def paper_config(key: str, scale: str = "7b") -> dict[str, Any]:
     """The paper's merge config for a method key at a scale (``ConfigError`` listing what exists)."""
     if key not in METHODS:
         raise ConfigError(f"unknown method key '{key}'; available: {', '.join(METHODS)}")
-    path = paths.MERGE_CONFIGS / f"paper_{scale}_{key}.yaml"
+    path = METHODS[key].config_file(scale)
     if not path.is_file():
-        fallback = paths.MERGE_CONFIGS / f"paper_7b_{key}.yaml"
+        fallback = METHODS[key].config_file("7b")
         if scale != "7b" and fallback.is_file():
             path = fallback  # the paper gives no setting at this scale: Table 7's 7B row is the reference
         else:
@@ -157,7 +184,7 @@ def method_entries(pair: Pair, methods: Sequence[str] | str, scale: str = "7b", 
         paper = paper_config(key, scale)
         cfg = retarget(paper, pair, o.get("params"), o.get("model_params"))
         cfg["seed"] = seed
-        label = o.get("label", METHODS[key])
+        label = o.get("label", METHODS[key].label)
         meta = {"method_key": key, "settings": paper["_source"]}
         entries.append(grid.Entry(label=label, role="merge", config=cfg, eval=dict(eval_overrides), meta=meta))
     return entries

@@ -32,7 +32,10 @@ def write(df: pd.DataFrame, study: str, name: str, config: str = "default", para
     d = result_dir(study, config)
     csv = d / f"{name}.csv"
     text = df.to_csv(index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
-    meta = {"study": study, "config": config, "name": name, "params": params or {}, "rows": len(df)}
+    # CSV forgets dtypes: a float column whose values are all whole (1.0) reads back as int and prints as "1".
+    floats = [str(c) for c in df.columns if pd.api.types.is_float_dtype(df[c])]
+    meta = {"study": study, "config": config, "name": name, "params": params or {}, "rows": len(df),
+            "float_columns": floats}
     sidecar = d / f"{name}.json"
     if csv.is_file() and sidecar.is_file() and csv.read_text() == text:
         old = json.loads(sidecar.read_text())
@@ -47,6 +50,14 @@ def write(df: pd.DataFrame, study: str, name: str, config: str = "default", para
     return csv
 
 
+def read_csv(csv: str | os.PathLike) -> pd.DataFrame:
+    """A result table written by ``write``, its float columns read as floats again (from the sidecar)."""
+    csv = Path(csv)
+    sidecar = csv.with_suffix(".json")
+    floats = json.loads(sidecar.read_text()).get("float_columns", []) if sidecar.is_file() else []
+    return pd.read_csv(csv, dtype={c: "float64" for c in floats})
+
+
 def read(study: str, name: str, config: str = "default") -> pd.DataFrame:
     """Read a result table written by ``write`` (``FileNotFoundError`` says which run produces it)."""
     csv = paths.results_dir() / study / config / f"{name}.csv"
@@ -55,7 +66,7 @@ def read(study: str, name: str, config: str = "default") -> pd.DataFrame:
             f"no result '{name}' for study '{study}' (config '{config}'): run notebook {study} first "
             f"(expected {paths.relative_to_root(csv)})"
         )
-    return pd.read_csv(csv)
+    return read_csv(csv)
 
 
 def read_params(study: str, name: str, config: str = "default") -> dict[str, Any]:

@@ -1,7 +1,6 @@
 import pandas as pd
 
-from l2s_lib import paper
-from l2s_lib.studies import claims, tables
+from l2s_lib.report import claims, paper, tables
 
 
 def _paper_avg():

@@ -1,4 +1,5 @@
-from l2s_lib import paths, results
+from l2s_lib import paths
+from l2s_lib.report import results
 
 
 def test_only_the_default_run_writes_the_canonical_figures():

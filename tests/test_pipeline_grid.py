@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from l2s_lib import paths
-from l2s_lib.studies import grid
+from l2s_lib.pipeline import grid
 
 
 def test_entries_validate_their_shape():

@@ -2,8 +2,8 @@
 
 Each notebook ends with a conclusion that must follow from the numbers above it. These functions compute
 the verdict from result tables and return Markdown, so that the conclusion text is generated, never typed.
-Thresholds are parameters: the defaults are the compendium's reading of "keeps accuracy" (within 5 points)
-and "much shorter" (at least 30% shorter), chosen before looking at any organism result.
+Every threshold a verdict of any study uses is a constant of this module (the study modules take their defaults
+from here, so a threshold is changed in one place); the functions take them as parameters.
 """
 
 from __future__ import annotations
@@ -13,7 +13,25 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from l2s_lib.thresholds import ACC_TOL, MIN_SHORTENING  # noqa: F401  (shared with the organism report)
+# Every threshold a verdict uses, in one place (each fixed before looking at any organism result).
+
+#: Points of mean accuracy below System 2 that still count as "keeps accuracy" (notebooks 01, 02, 05).
+ACC_TOL = 5.0
+#: % shorter than System 2 that counts as "much shorter" (notebooks 01, 05).
+MIN_SHORTENING = 30.0
+#: A model "adapts its length" (notebook 03) when Spearman's rho between per-sample length and level is at least
+#: this (0.5 = the usual reading of a strong rank correlation) and the per-level mean length rises at every step.
+MIN_RHO = 0.5
+#: Fewest difficulty levels on which a length-level correlation is judged (notebook 03).
+MIN_LEVELS = 3
+#: tau counts as low-rank (notebook 06) when, for the median 2-D tensor, 90% of its energy lies in at most this
+#: fraction of its singular directions (a square Gaussian matrix needs about half, a 1:4 one about three quarters).
+LOW_RANK_FRAC90 = 0.25
+#: How far an SVD method's mean accuracy may sit below Task Arithmetic's (points) and still "fare as well" (06).
+SVD_ACC_TOL = 2.0
+#: A drop in accuracy between neighbouring alphas up to this many points still counts as monotone (notebook 05:
+#: one point is within the noise of a few hundred problems).
+MONOTONE_SLACK = 1.0
 
 
 def verdicts(avg: pd.DataFrame, system2: str, merges: Sequence[str], acc_tol: float = ACC_TOL,
