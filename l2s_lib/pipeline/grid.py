@@ -17,8 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from l2s_lib import paths
+from l2s_lib import organisms, paths
 from l2s_lib.fingerprint import data_fingerprint, model_fingerprint
+
+# The pipeline serves both worlds: the organism benchmarks and prompts are registered with eval here, in the
+# layer above both, so every process that runs a grid (spawned workers included) knows them.
+organisms.register_eval()
 
 ROLES = ("system1", "system2", "dpo", "merge")
 
