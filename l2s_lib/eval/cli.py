@@ -36,7 +36,11 @@ def register(subparsers) -> None:
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model (vllm)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (hf backend)")
     p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="prompts per batch (default: chosen for the model, decoder and device)")
+    p.add_argument("--decoder", choices=("auto", "static", "generate"), default="auto",
+                   help="hf backend: auto (the static greedy loop for small Qwen2 models, else transformers "
+                        "generate), static, or generate (the reference)")
     p.add_argument("--keywords", choices=("paper", "paper-code"), default="paper",
                    help="reflection keyword list of the summary")
     p.add_argument("--seed", type=int, default=0)
@@ -68,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         args.model, benches, prompt=args.prompt, max_new_tokens=args.max_new_tokens, limit=args.limit,
         backend=args.backend, device=args.device, dtype=args.dtype, batch_size=args.batch_size, out_dir=out,
         use_cache=not args.no_cache, seed=args.seed, progress=not args.quiet, keywords=args.keywords,
-        tensor_parallel_size=args.tensor_parallel_size,
+        tensor_parallel_size=args.tensor_parallel_size, decoder=args.decoder,
     )
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(result.summary.round(2).to_string(index=False))

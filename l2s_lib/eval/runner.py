@@ -124,7 +124,7 @@ def evaluate(
     backend: str | Backend = "hf",
     device: str = "cpu",
     dtype: str = "auto",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     out_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     seed: int = 0,
@@ -135,6 +135,7 @@ def evaluate(
     model_name: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     tensor_parallel_size: int = 1,
+    decoder: str = "auto",
 ) -> EvalResult:
     """Generate, grade and summarise ``model`` on ``benchmarks``.
 
@@ -142,7 +143,8 @@ def evaluate(
     comma-separated string) or ``Benchmark`` objects (``benchmark_from_file``). ``prompt`` and
     ``max_new_tokens`` override the benchmarks' defaults (a value for all, or a mapping by benchmark).
     ``backend``: "hf", "vllm", or a ready ``Backend`` (reused across calls; its own device, dtype and batch
-    size apply). ``limit``: the first N problems of each benchmark. ``keywords``: the reflection keyword
+    size apply; ``batch_size=None`` lets the backend choose). ``decoder`` (hf backend): ``"auto"``, ``"static"``
+    or ``"generate"`` (see ``HFBackend``). ``limit``: the first N problems of each benchmark. ``keywords``: the reflection keyword
     list of the summary ("paper" or "paper-code"). Generations are cached under ``cache_dir`` (default
     ``paths.cache_dir()``) unless ``use_cache`` is false; ``out_dir`` receives ``samples.jsonl`` and
     ``summary.csv``.
@@ -163,6 +165,8 @@ def evaluate(
         kw = dict(device=device, dtype=dtype, batch_size=batch_size)
         if backend == "vllm":
             kw["tensor_parallel_size"] = tensor_parallel_size
+        elif backend == "hf":
+            kw["decoder"] = decoder
         engine = make_backend(backend, model, **kw)
     model_dir = resolve_model_dir(engine.model_id)
     from l2s_lib.fingerprint import model_fingerprint
@@ -217,6 +221,8 @@ def evaluate(
             "prompt": template.name, "decoding": params.as_dict(), "n": len(problems), "generated": len(todo),
             "from_cache": len(problems) - len(todo), "seconds": round(time.perf_counter() - started, 3),
             "cache_file": paths.relative_to_root(cache.path) if cache else None, "grader": bench.grader,
+            # The decoding loop that produced this run's generations (None when all came from the cache).
+            "decoder": (getattr(engine, "last_decoder", None) or engine.name) if todo else None,
         }
         grades = cache.load_grades() if cache else {}
         timeouts = 0
