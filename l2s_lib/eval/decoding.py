@@ -79,7 +79,7 @@ class StaticDecoder:
     lists) as soon as it finishes: the generated ids, ending with the EOS id that stopped it, if any.
     """
 
-    def __init__(self, model, use_cuda_graphs: bool | None = None):
+    def __init__(self, model, loop: str | None = None):
         reason = unsupported_reason(model)
         if reason is not None:
             raise ValueError(f"StaticDecoder: {reason}")
@@ -116,8 +116,13 @@ class StaticDecoder:
         self.inv_freq = 1.0 / (base ** (torch.arange(0, self.head_dim, 2, dtype=torch.int64).to(
             device=self.device, dtype=torch.float) / self.head_dim))
         self._rope_len = 0
-        self.cuda = self.device.type == "cuda"
-        self.use_cuda_graphs = self.cuda if use_cuda_graphs is None else bool(use_cuda_graphs and self.cuda)
+        # "bucketed": fixed-shape steps over batch buckets, SYNC_EVERY steps per host check, captured in CUDA
+        # graphs on CUDA (the default there); "eager": one step at a time over the written columns (CPU).
+        # The bucketed loop also runs on CPU (without graphs), which is how its logic is tested there.
+        self.loop = loop or ("bucketed" if self.device.type == "cuda" else "eager")
+        if self.loop not in ("eager", "bucketed"):
+            raise ValueError(f"StaticDecoder: unknown loop {self.loop!r} (eager or bucketed)")
+        self.use_cuda_graphs = self.loop == "bucketed" and self.device.type == "cuda"
 
     # --- building blocks (each mirrors the transformers Qwen2 operation it replaces) ------------------
 
@@ -229,16 +234,16 @@ class StaticDecoder:
         # With CUDA graphs the cache also holds the rows that pad the batch up to its bucket, and attention
         # reads every column under a mask: unwritten columns must hold zeros, not NaN (NaN * 0 is NaN). The
         # eager loop reads only written columns, so it skips the memset.
-        rows = _bucket(n) if self.use_cuda_graphs else n
-        alloc = torch.zeros if self.use_cuda_graphs else torch.empty
+        rows = _bucket(n) if self.loop == "bucketed" else n
+        alloc = torch.zeros if self.loop == "bucketed" else torch.empty
         caches = [(alloc(rows, self.n_kv, T, self.head_dim, device=dev, dtype=self.dtype),
                    alloc(rows, self.n_kv, T, self.head_dim, device=dev, dtype=self.dtype))
                   for _ in self.layers]
         first = self._prefill(ids, pad, caches)
         del ids
         eos = torch.tensor(sorted(set(int(e) for e in eos_ids)), dtype=torch.long, device=dev)
-        if self.use_cuda_graphs:
-            yield from self._loop_graphs(first, pad, caches, P, T, max_new_tokens, eos)
+        if self.loop == "bucketed":
+            yield from self._loop_bucketed(first, pad, caches, P, T, max_new_tokens, eos)
         else:
             yield from self._loop_eager(first, pad, caches, P, max_new_tokens, eos)
 
@@ -298,8 +303,9 @@ class StaticDecoder:
             tok = self._step(tok, col - pad, caches, write, key_mask)
             col += 1
 
-    def _loop_graphs(self, tok, pad, caches, P, T, max_new, eos):
-        """CUDA: the step captured once per bucket of rows, replayed ``SYNC_EVERY`` steps per host check."""
+    def _loop_bucketed(self, tok, pad, caches, P, T, max_new, eos):
+        """Fixed-shape steps per bucket of rows, ``SYNC_EVERY`` of them per host check; on CUDA each bucket's
+        step is captured once in a CUDA graph and replayed."""
         dev = tok.device
         n = tok.shape[0]
         cap = _bucket(n)
@@ -312,7 +318,7 @@ class StaticDecoder:
         cols = torch.arange(T, device=dev)
         s_tok[:n] = tok
         s_pad[:n] = pad
-        graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        graphs: dict = {}
 
         def body(b):
             tk, pd = s_tok[:b], s_pad[:b]
@@ -328,6 +334,8 @@ class StaticDecoder:
             s_slot.add_(1)
 
         def graph_for(b):
+            if not self.use_cuda_graphs:
+                return lambda: body(b)
             if b not in graphs:
                 saved = (s_tok.clone(), s_col.clone(), s_slot.clone(), s_hist.clone())
                 stream = torch.cuda.Stream()
@@ -341,7 +349,7 @@ class StaticDecoder:
                 # Capture and warm-up ran the step: restore the state, then replay it for real.
                 s_tok.copy_(saved[0]); s_col.copy_(saved[1]); s_slot.copy_(saved[2]); s_hist.copy_(saved[3])
                 graphs[b] = g
-            return graphs[b]
+            return graphs[b].replay
 
         rows = list(range(n))
         out = [[tok_] for tok_ in tok.tolist()]  # the prefill's token is each row's first
@@ -363,9 +371,9 @@ class StaticDecoder:
             s_pad[m:b] = 0  # bucket padding rows: junk, but a valid (non-empty) mask row
             steps = min(SYNC_EVERY, max_new - emitted)
             s_slot.zero_()
-            g = graph_for(b)
+            replay = graph_for(b)
             for _ in range(steps):
-                g.replay()
+                replay()
             hist = s_hist[:m, :steps].tolist()
             eos_set = set(eos.tolist())
             alive = []
