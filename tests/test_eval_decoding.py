@@ -39,8 +39,9 @@ def _hf_ids(model, encoded, max_new_tokens, eos_ids, pad_id):
     for r, e in enumerate(encoded):
         ids[r, width - len(e):] = torch.tensor(e)
         mask[r, width - len(e):] = 1
+    dev = next(model.parameters()).device
     with torch.inference_mode():
-        out = model.generate(input_ids=ids, attention_mask=mask, do_sample=False, max_new_tokens=max_new_tokens,
+        out = model.generate(input_ids=ids.to(dev), attention_mask=mask.to(dev), do_sample=False, max_new_tokens=max_new_tokens,
                              eos_token_id=eos_ids, pad_token_id=pad_id, top_k=None, top_p=None, temperature=None)
     rows = []
     for row in out[:, width:].tolist():
@@ -167,13 +168,7 @@ def test_cuda_graph_loop_matches_generate_in_fp32():
     dec = StaticDecoder(backend.model)
     assert dec.use_cuda_graphs
     got = dict(dec.generate(encoded, bench.max_new_tokens, eos, pad))
-    reference = []
-    for e in encoded:  # one prompt at a time on the GPU: generate's own reference, no padding
-        with torch.inference_mode():
-            out = backend.model.generate(input_ids=torch.tensor([e], device="cuda"), do_sample=False,
-                                         max_new_tokens=bench.max_new_tokens, eos_token_id=eos, pad_token_id=pad,
-                                         top_k=None, top_p=None, temperature=None)[0, len(e):].tolist()
-        reference.append(out)
+    reference = _hf_ids(backend.model, encoded, bench.max_new_tokens, eos, pad)
     same = sum(got[i] == reference[i] for i in range(len(encoded)))
     # Kernels differ between the two paths on the GPU (TF32 is off; reduction orders are not the same), so a
     # near-tie may flip; on the organisms' peaked distributions none is expected.
