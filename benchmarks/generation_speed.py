@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="auto", help="auto: float32 on CPU, bfloat16 on CUDA")
     ap.add_argument("--hf-batch", type=int, default=None,
                     help="batch of transformers generate (default: its default batch for the device)")
-    ap.add_argument("--cuda-max-new-tokens", type=int, default=128, help="tokens per row of the random organisms")
+    ap.add_argument("--cuda-max-new-tokens", type=int, default=64, help="tokens per row of the random organisms")
     ap.add_argument("--no-command", action="store_true", help="CPU: skip the whole `l2s eval` command")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
