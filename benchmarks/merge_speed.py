@@ -12,7 +12,7 @@ with ``safetensors`` (building them through ``transformers`` takes minutes). The
 tools merge the pair with the same settings in child processes, one after the other, with the inputs in
 the page cache evicted before each run (``--start cold``, the default: ``POSIX_FADV_DONTNEED`` after
 ``sync``) or read into it (``--start warm``), and the script prints wall time and peak resident memory
-(``ru_maxrss`` of the child from ``os.wait4``) of each, their ratios, the bytes read and written per second
+(``ru_maxrss`` of the child from ``os.wait4``, in a small launcher process: see ``run_child``) of each, their ratios, the bytes read and written per second
 next to the disk's read speed (``O_DIRECT`` reads after ``sync``), and each run's I/O floor: the inputs read
 and the output written at the disk's measured speeds (``O_DIRECT`` reads; ``O_DIRECT`` writes of a fresh
 file with ``fsync``).
@@ -219,18 +219,31 @@ def warm(files: list[Path]) -> None:
                 pass
 
 
+#: Runs the command given in argv, waits for it and prints its wall time, peak RSS and exit code as JSON.
+_LAUNCHER = (
+    "import json, os, subprocess, sys, time\n"
+    "t = time.perf_counter()\n"
+    "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "print(json.dumps([time.perf_counter() - t, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)]))\n"
+)
+
+
 def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
-    """Run a command; return (wall seconds, peak RSS bytes, exit code)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        err = proc.stderr.read().decode()[-3000:]
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
-    proc.stderr.close()
-    return wall, usage.ru_maxrss * 1024, proc.returncode
+    """Run a command; return (wall seconds, peak RSS bytes, exit code).
+
+    Through a small launcher process: Linux records the peak RSS of the memory a process replaces at
+    ``exec`` in its ``ru_maxrss``, so a child started straight from this process (which holds gigabytes
+    after building the pair) would report this process's peak, not its own; the launcher is itself small.
+    """
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.decode()[-3000:]}")
+    wall, rss, code = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{proc.stderr.decode()[-3000:]}")
+    return wall, rss, code
 
 
 def folder_bytes(d: Path, suffix: str = ".safetensors") -> int:
