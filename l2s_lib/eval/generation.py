@@ -170,10 +170,9 @@ class Backend(ABC):
 
 #: Below this many parameters, CPU generation runs on one intra-op thread (see ``HFBackend.generate``).
 SMALL_MODEL_PARAMS = 50_000_000
-#: The static decoder's steps are large batched matrix products, which do gain from more threads, except for
-#: the smallest models: measured on the 2-core machine at batch 256, the 1m organism (1.0M parameters) ran
-#: 3.7x faster on one thread than on two, the 6m organism (5.9M) 1.5x faster on two than on one.
-STATIC_ONE_THREAD_PARAMS = 3_000_000
+# The static decoder also runs small models on one thread. Two threads made the 6m organism's decoding 1.5x
+# faster on the idle 2-core machine (batch 256), but 4x slower for 1m, and under the load of other jobs the
+# whole 6m `l2s eval` took 94 s instead of about 22 s: OpenMP workers spinning for a busy core.
 
 
 #: Decoders of the transformers backend: ``static`` is ``decoding.StaticDecoder`` (small Qwen2 models, greedy,
@@ -337,9 +336,7 @@ class HFBackend(Backend):
             self._static = StaticDecoder(self.model)
         tok = self.tokenizer
         bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="sample")
-        threads = torch.get_num_threads()
-        if self.model.device.type == "cpu" and self.model.num_parameters() < STATIC_ONE_THREAD_PARAMS:
-            torch.set_num_threads(1)
+        threads = self._small_model_threads()
         try:
             for start in range(0, len(order), batch_size):
                 idx = order[start : start + batch_size]
