@@ -10,9 +10,12 @@ Qwen2.5-1.5B / R1-Distill-1.5B shape in bf16 (untied head, 1.78B parameters, 3.5
 random, System 2 = System 1 + 5% of each tensor's RMS of seeded noise. The tensors are written directly
 with ``safetensors`` (building them through ``transformers`` takes minutes). Then, for each method, both
 tools merge the pair with the same settings in child processes, one after the other, with the inputs in
-the page cache (read once before each run), and the script prints wall time and peak resident memory
-(``ru_maxrss`` of the child from ``os.wait4``) of each, their ratios, and the bytes read and written per
-second next to the disk's measured read speed (``O_DIRECT`` reads that bypass the page cache).
+the page cache evicted before each run (``--start cold``, the default: ``POSIX_FADV_DONTNEED`` after
+``sync``) or read into it (``--start warm``), and the script prints wall time and peak resident memory
+(``ru_maxrss`` of the child from ``os.wait4``, in a small launcher process: see ``run_child``) of each, their ratios, the bytes read and written per second
+next to the disk's read speed (``O_DIRECT`` reads after ``sync``), and each run's I/O floor: the inputs read
+and the output written at the disk's measured speeds (``O_DIRECT`` reads; ``O_DIRECT`` writes of a fresh
+file with ``fsync``).
 """
 
 from __future__ import annotations
@@ -141,7 +144,10 @@ def build_pair(root: Path, seed: int = 0, shard_bytes: int = 2 * 10**9) -> tuple
 
 
 def disk_read_speed(files: list[Path], limit: int = 2 * 10**9) -> float:
-    """Bytes per second of ``O_DIRECT`` reads (the disk, not the page cache) over up to ``limit`` bytes."""
+    """Bytes per second of ``O_DIRECT`` reads (the disk, not the page cache) over up to ``limit`` bytes,
+    after ``os.sync()`` (the pair's build leaves gigabytes of dirty pages whose writeback would share the disk:
+    that is why a reading right after the build once gave 646 MB/s and 1,788 MB/s four minutes later)."""
+    os.sync()
     block = 64 * 2**20
     buf = mmap.mmap(-1, block)  # page-aligned, as O_DIRECT requires
     done, t0 = 0, time.perf_counter()
@@ -165,6 +171,45 @@ def disk_read_speed(files: list[Path], limit: int = 2 * 10**9) -> float:
     return done / (time.perf_counter() - t0)
 
 
+def evict(files: list[Path]) -> None:
+    """Drop files from the page cache (flush dirty pages first; ``POSIX_FADV_DONTNEED`` needs no root), so that
+    the next read of them comes from the disk: a cold start."""
+    os.sync()
+    try:  # as root, also the kernel's whole cache (some sandboxes keep pages that fadvise leaves)
+        Path("/proc/sys/vm/drop_caches").write_text("1\n")
+    except OSError:
+        pass
+    for f in files:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def disk_write_speed(folder: Path, nbytes: int = 10**9) -> float:
+    """Bytes per second of writing a fresh file with ``O_DIRECT`` and ``fsync`` (the disk, not the page cache)."""
+    block = 64 * 2**20
+    buf = mmap.mmap(-1, block)
+    buf.write(os.urandom(2**20) * 64)
+    f = folder / "l2s-bench-write-probe"
+    os.sync()  # nothing else waiting for the disk while it is timed
+    try:
+        fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_DIRECT, 0o644)
+    except OSError:
+        return float("nan")
+    try:
+        t0 = time.perf_counter()
+        done = 0
+        while done < nbytes:
+            done += os.pwritev(fd, [buf], done)
+        os.fsync(fd)
+        return done / (time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+        f.unlink(missing_ok=True)
+
+
 def warm(files: list[Path]) -> None:
     """Read files once so that both tools start with the inputs in the page cache."""
     buf = bytearray(64 * 2**20)
@@ -174,18 +219,31 @@ def warm(files: list[Path]) -> None:
                 pass
 
 
+#: Runs the command given in argv, waits for it and prints its wall time, peak RSS and exit code as JSON.
+_LAUNCHER = (
+    "import json, os, subprocess, sys, time\n"
+    "t = time.perf_counter()\n"
+    "p = subprocess.Popen(sys.argv[1:], stdout=subprocess.DEVNULL)\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "print(json.dumps([time.perf_counter() - t, usage.ru_maxrss * 1024, os.waitstatus_to_exitcode(status)]))\n"
+)
+
+
 def run_child(cmd: list[str], env: dict[str, str]) -> tuple[float, int, int]:
-    """Run a command; return (wall seconds, peak RSS bytes, exit code)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode != 0:
-        err = proc.stderr.read().decode()[-3000:]
-        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{err}")
-    proc.stderr.close()
-    return wall, usage.ru_maxrss * 1024, proc.returncode
+    """Run a command; return (wall seconds, peak RSS bytes, exit code).
+
+    Through a small launcher process: Linux records the peak RSS of the memory a process replaces at
+    ``exec`` in its ``ru_maxrss``, so a child started straight from this process (which holds gigabytes
+    after building the pair) would report this process's peak, not its own; the launcher is itself small.
+    """
+    proc = subprocess.run([sys.executable, "-c", _LAUNCHER, *cmd], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    if proc.returncode != 0 or not proc.stdout.strip():
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr.decode()[-3000:]}")
+    wall, rss, code = json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    if code != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({code}):\n{proc.stderr.decode()[-3000:]}")
+    return wall, rss, code
 
 
 def folder_bytes(d: Path, suffix: str = ".safetensors") -> int:
@@ -210,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (l2s --device cuda, mergekit --cuda)")
     ap.add_argument("--repeats", type=int, default=1, help="runs per tool and method (the best is kept)")
     ap.add_argument("--tools", default="l2s,mergekit", help="which tools to run")
+    ap.add_argument("--start", choices=("cold", "warm"), default="cold",
+                    help="cold: inputs evicted from the page cache before each run (the disk floor applies); "
+                         "warm: inputs read into the page cache before each run")
     args = ap.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
@@ -224,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     inputs = sorted(s1.glob("*.safetensors")) + sorted(s2.glob("*.safetensors"))
     in_bytes = sum(f.stat().st_size for f in inputs)
     disk = disk_read_speed(sorted(s1.glob("*.safetensors")))
+    disk_w = disk_write_speed(CACHE)
     env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore",
                L2S_OUTPUT_ROOT=str(CACHE / "l2s-output"))  # calibration caches outside the repository
     work = CACHE / "runs"
@@ -253,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                     cmd = [sys.executable, "-m", "mergekit.scripts.run_yaml", str(cfg_file), str(out)]
                     if args.device.startswith("cuda"):
                         cmd.append("--cuda")
-                warm(inputs)
+                (evict if args.start == "cold" else warm)(inputs)
                 wall, rss, _ = run_child(cmd, env)
                 out_bytes = folder_bytes(out)
                 timing = json.loads((out / "l2s_provenance.json").read_text())["timing_s"] if tool == "l2s" else {}
@@ -268,20 +330,26 @@ def main(argv: list[str] | None = None) -> int:
                     best = (wall, rss, out_bytes)
             results.append({"method": f"{method} (cached)" if calibrated else method, "tool": tool,
                             "wall_s": best[0], "peak_rss": best[1],
-                             "io_bytes": in_bytes + best[2]})
+                            "io_bytes": in_bytes + best[2], "out_bytes": best[2]})
             print(f"  {method:16s} {tool:9s} {best[0]:7.1f} s  {best[1] / 2**30:6.2f} GiB", flush=True)
 
     print()
     print(f"device: {args.device}; CPU threads: {torch.get_num_threads()}; inputs {in_bytes / 1e9:.2f} GB "
-          f"(2 models, bf16); disk read speed (O_DIRECT): {disk / 1e6:.0f} MB/s")
+          f"(2 models, bf16); start: {args.start}; disk read (O_DIRECT, after sync): {disk / 1e6:.0f} MB/s; "
+          f"disk write (O_DIRECT + fsync, fresh file): {disk_w / 1e6:.0f} MB/s")
+    print("I/O floor of a run = input bytes / read speed + output bytes / write speed (one disk; a cold start "
+          "reads every input byte from it)" if args.start == "cold" else
+          "I/O floor of a run = output bytes / write speed (inputs in the page cache)")
     print()
-    header = "| method | tool | wall (s) | peak RSS (GiB) | read+written (MB/s) | vs disk read |"
+    header = "| method | tool | wall (s) | peak RSS (GiB) | read+written (MB/s) | vs disk read | I/O floor (s) | wall / floor |"
     print(header)
-    print("|---|---|---:|---:|---:|---:|")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
         rate = r["io_bytes"] / r["wall_s"]
+        out_b = r.get("out_bytes", r["io_bytes"] - in_bytes)
+        floor = (in_bytes / disk if args.start == "cold" else 0.0) + out_b / disk_w
         print(f"| {r['method']} | {r['tool']} | {r['wall_s']:.1f} | {r['peak_rss'] / 2**30:.2f} | "
-              f"{rate / 1e6:.0f} | {rate / disk:.2f}x |")
+              f"{rate / 1e6:.0f} | {rate / disk:.2f}x | {floor:.1f} | {r['wall_s'] / floor:.2f} |")
     if "l2s" in tools and "mergekit" in tools:
         print()
         print("| method | time l2s / mergekit | peak RSS l2s / mergekit |")

@@ -386,6 +386,7 @@ class ShardedWriter:
         (self.tmp / ".l2s-writer-pid").write_text(str(os.getpid()))
         self._slots: dict[str, _Slot] = {}
         self._fds: dict[Path, int] = {}
+        self._unwritten: dict[Path, int] = {}  # bytes of each open shard still to write
         self._index: dict[str, Any] | None = None
         self._done = False
 
@@ -422,6 +423,7 @@ class ShardedWriter:
             self._fds[file] = fd
             os.pwrite(fd, len(blob).to_bytes(8, "little") + blob, 0)
             os.ftruncate(fd, start + offset)
+            self._unwritten[file] = offset
             for name, dtype, shape in shard.tensors:
                 b, e = header[name]["data_offsets"]
                 self._slots[name] = _Slot(name, file, dtype, shape, start + b, start + e)
@@ -466,6 +468,13 @@ class ShardedWriter:
         while done < len(data):  # pwrite may write less than asked
             done += os.pwrite(fd, data[done:], offset + done)
         slot.written += len(data)
+        self._unwritten[slot.file] -= len(data)
+        if self._unwritten[slot.file] == 0:
+            # The shard is complete: flush it to the disk now, in the writing thread, while the merge goes on
+            # with the next shard, rather than every shard at commit (where nothing else is left to overlap).
+            os.fsync(fd)
+            os.close(fd)
+            del self._fds[slot.file]
 
     # -- side files -----------------------------------------------------------------------------
     def write_json(self, file_name: str, obj: Any) -> None:
@@ -487,7 +496,7 @@ class ShardedWriter:
         incomplete = [s.name for s in self._slots.values() if s.written != s.end - s.begin]
         if incomplete:
             raise RuntimeError(f"merge incomplete: {len(incomplete)} tensors not fully written, e.g. {incomplete[:3]}")
-        for fd in self._fds.values():
+        for fd in self._fds.values():  # shards complete but still open (normally none: see _pwrite)
             os.fsync(fd)
             os.close(fd)
         self._fds.clear()

@@ -179,3 +179,25 @@ def test_parameter_count_matches_transformers(tiny_pair):
     from l2s_lib.checkpoints import parameter_count
 
     assert parameter_count(tiny_pair[0]) == AutoModelForCausalLM.from_pretrained(tiny_pair[0]).num_parameters()
+
+
+def test_writer_flushes_each_shard_as_soon_as_it_is_complete(tmp_path):
+    """A finished shard is fsynced and closed while later shards are still being written."""
+    import torch
+
+    from l2s_lib.checkpoints import ShardedWriter
+
+    a, b = torch.ones(4, 4), torch.zeros(4, 4)
+    with ShardedWriter(tmp_path / "out", max_shard_bytes=64) as w:
+        files = w.plan([("a", torch.float32, (4, 4)), ("b", torch.float32, (4, 4))])
+        assert len(files) == 2 and len(w._fds) == 2
+        w.write_rows("a", 0, a[:2])
+        assert len(w._fds) == 2  # half a shard: still open
+        w.write_rows("a", 2, a[2:])
+        assert [p.name for p in w._fds] == [files[1]]
+        w.write("b", b)
+        assert not w._fds
+        out = w.commit()
+    from safetensors.torch import load_file
+
+    assert torch.equal(load_file(out / files[0])["a"], a) and torch.equal(load_file(out / files[1])["b"], b)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import pytest
@@ -97,24 +96,17 @@ def test_benchmark_from_file_borrows_layout_and_grader():
         bm.benchmark_from_file(path, like="nonsense")
 
 
-def test_external_registrations_are_loaded_lazily(monkeypatch, tmp_path):
-    """A registering module (as l2s_lib.organisms.benchmarks will be) is imported on the first lookup."""
+def test_registered_benchmark_is_found_and_read(tmp_path):
+    """Another package registers a benchmark with one explicit call; eval imports no such package itself."""
     fixture = tmp_path / "org.jsonl"
     fixture.write_text("\n".join(json.dumps({"idx": i, "problem": f"Q: {i}+1 A:", "answer": str(i + 1),
                                              "level": 1 + i % 3}) for i in range(6)))
-    (tmp_path / "l2s_fake_organisms.py").write_text(  # registers through register(), as organisms do
-        "from l2s_lib.eval.benchmarks import register_benchmark\n"
-        "def register():\n"
-        f"    register_benchmark('org_fake', display_name='Organism (fake)', path={str(fixture)!r}, "
-        "layout='math500', grader='integer', levels=[3, 1, 2])\n"
-    )
-    monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delitem(sys.modules, "l2s_fake_organisms", raising=False)
-    monkeypatch.setattr(bm, "_EXTERNAL_MODULES", ("l2s_fake_absent_module", "l2s_fake_organisms"))
-    monkeypatch.setattr(bm, "_EXTERNAL_LOADED", False)
     try:
-        assert "org_fake" not in bm._REGISTRY
-        bench = bm.get_benchmark("org_fake")  # the absent module is skipped, the other one imported
+        with pytest.raises(BenchmarkError, match="unknown benchmark 'org_fake'"):
+            bm.get_benchmark("org_fake")
+        bm.register_benchmark("org_fake", display_name="Organism (fake)", path=fixture, layout="math500",
+                              grader="integer", levels=[3, 1, 2])
+        bench = bm.get_benchmark("org_fake")
         assert bench.levels == (1, 2, 3) and bench.grader == "integer"
         problems = bm.load_benchmark("org_fake")
         assert [p.level for p in problems] == [1, 2, 3, 1, 2, 3] and problems[4].answer == "5"

@@ -215,3 +215,21 @@ def test_cli_sampled_eval(model_dir, tmp_path, capsys):
     capsys.readouterr()
     assert main(args[:-8] + ["--n-samples", "4"]) == 2
     assert "greedy decoding gives the same answer" in capsys.readouterr().err
+
+
+def test_sampling_and_the_static_greedy_decoder_share_a_backend(model_dir, bench):
+    """Greedy runs take the static decoder, sampled runs transformers' generate with per-row seeds, on one backend."""
+    from l2s_lib.eval import decoding
+
+    backend = HFBackend(model_dir)
+    kw = dict(backend=backend, max_new_tokens=BUDGET, progress=False, use_cache=False)
+    greedy = evaluate(model_dir, bench, **kw)
+    assert greedy.settings["benchmarks"]["math500"]["decoder"] == decoding.NAME
+    sampled = evaluate(model_dir, bench, n_samples=2, **SAMPLED, **kw)
+    assert sampled.settings["benchmarks"]["math500"]["decoder"] == "generate"
+    # The same answers as a backend that always uses generate: the seeding is the evaluation's, not the loop's.
+    reference = evaluate(model_dir, bench, n_samples=2, **SAMPLED, **{**kw, "backend": HFBackend(model_dir,
+                                                                                              decoder="generate")})
+    pd.testing.assert_frame_equal(sampled.records, reference.records)
+    with pytest.raises(ConfigError, match="decoder 'static' cannot run .* greedily only"):
+        evaluate(model_dir, bench, n_samples=2, **SAMPLED, **{**kw, "backend": HFBackend(model_dir, decoder="static")})

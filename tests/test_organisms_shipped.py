@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from l2s_lib.organisms import ROLES, SHIPPED_SIZES, organism_path, study, world
+from l2s_lib.organisms import ROLES, SHIPPED_SIZES, cards, organism_path
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -22,25 +22,16 @@ def test_default_size_is_shipped():
 
 @pytest.mark.parametrize("size,role", CASES)
 def test_shipped_checkpoint_reproduces_its_card(size, role):
-    import torch
-
-    from l2s_lib.organisms.train import load_model
-
+    """The card's spot check (its first problems of each level of ``org_levels``) measured again through
+    ``l2s_lib.eval.evaluate`` (``cards.measure`` on the subset): the same responses, grades and lengths."""
     folder = organism_path(size, role)
     card = json.loads((folder / "eval_org.json").read_text())
     readme = (folder / "README.md").read_text()
     overall = next(r for r in card["benchmarks"]["org_levels"] if r["level"] == "all")
     assert f"| all | {overall['n']} | {overall['correct']:.3f} |" in readme
     spot = card["spot_check"]
-    problems = [world.parse_question(json.loads(line)["problem"]) for line in
-                (folder.parents[1] / "benchmarks" / "org_levels.jsonl").read_text().splitlines()]
-    chosen = []
-    for lv in sorted({s["level"] for s in spot}):
-        chosen += [p for p in problems if p.level == lv][: sum(s["level"] == lv for s in spot)]
-    torch.manual_seed(0)
-    model = load_model(folder)
-    rows = study.evaluate_rows(model, chosen, batch_size=len(chosen), max_new_tokens=320)
-    assert [r["correct"] for r in rows] == [s["correct"] for s in spot]
-    assert [r["text"] for r in rows] == [s["response"] for s in spot]
-
-
+    per_level = max(sum(s["level"] == lv for s in spot) for lv in {s["level"] for s in spot})
+    again = cards.measure(folder, per_level=per_level)
+    assert again["weights_sha256"] in readme
+    assert [(s["level"], s["correct"], s["length"], s["response"]) for s in again["spot_check"]] == \
+        [(s["level"], s["correct"], s["length"], s["response"]) for s in spot]

@@ -32,6 +32,29 @@ def test_merges_are_cached_by_content(tiny_pair):
     assert prov["method"]["name"] == "task_arithmetic" and prov["inputs"][1]["parameters"] == {"weight": 0.5}
 
 
+def test_merge_cache_tells_devices_apart(tiny_pair, tmp_path, monkeypatch):
+    """A CUDA merge of a config never reuses the CPU merge of it (nor the other way); the GPU index does not
+    matter. The driver is stubbed: what is tested is which folder materialize looks in."""
+    s1, s2 = tiny_pair
+    entry = grid.merge("TA", "task_arithmetic", s1, [s2], model_params={"weight": 0.5})
+    assert grid.merge_key(entry.config, "cpu") == grid.merge_key(entry.config)
+    assert grid.merge_key(entry.config, "cuda") != grid.merge_key(entry.config, "cpu")
+    assert grid.merge_key(entry.config, "cuda:1") == grid.merge_key(entry.config, "cuda")
+    made = []
+
+    def fake_merge(config, out, device, overwrite, progress):
+        made.append(device)
+        out.mkdir(parents=True)
+        (out / "l2s_provenance.json").write_text("{}")
+        return out
+
+    monkeypatch.setattr("l2s_lib.merge.driver.merge", fake_merge)
+    cpu = grid.materialize(entry, device="cpu", cache_root=tmp_path)
+    gpu = grid.materialize(entry, device="cuda", cache_root=tmp_path)
+    assert cpu != gpu and made == ["cpu", "cuda"]
+    assert grid.materialize(entry, device="cuda:0", cache_root=tmp_path) == gpu and len(made) == 2
+
+
 @pytest.mark.slow
 def test_grid_evaluates_models_and_merges(tiny_pair, tmp_path):
     s1, s2 = tiny_pair

@@ -18,8 +18,9 @@ aime24        ``problem``                 ``answer``                            
 
 A *benchmark* is a registry entry: a name, the paper's display name, where its file lives, its layout,
 how it is graded (``"math"``: math-verify equivalence; ``"integer"``: exact integer) and its sorted
-difficulty levels when it has them. The six real benchmarks are registered here; the organism
-benchmarks register themselves from ``l2s_lib.organisms.benchmarks``, imported lazily on first lookup.
+difficulty levels when it has them. The six real benchmarks are registered here; other packages add theirs
+with ``register_benchmark`` (the organisms through ``l2s_lib.organisms.register_eval()``, called when that
+package is imported): this module imports none of them.
 
 Files are read from ``data/benchmarks/<name>/test.jsonl`` (see ``data/benchmarks/README.md``); when a
 file is absent and the hub is reachable (``HF_HUB_OFFLINE`` unset), the benchmarks that name a hub
@@ -174,9 +175,6 @@ LAYOUTS: dict[str, Layout] = {
 }
 
 _REGISTRY: dict[str, Benchmark] = {}
-_EXTERNAL_LOADED = False
-# Modules that register further benchmarks; imported on the first lookup (they may not exist yet).
-_EXTERNAL_MODULES = ("l2s_lib.organisms.benchmarks",)
 
 
 def register_benchmark(
@@ -228,39 +226,8 @@ def register_benchmark(
     return bench
 
 
-def import_registrars(modules: Iterable[str]) -> None:
-    """Import modules that register benchmarks or prompts, skipping those that do not exist.
-
-    A module registers either when imported or through a ``register()`` function without arguments,
-    which is then called.
-    """
-    import importlib
-
-    for module in modules:
-        try:
-            mod = importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name is None or not module.startswith(exc.name):
-                raise  # a broken import inside an existing module is a bug to show, not to hide
-            continue
-        register = getattr(mod, "register", None)
-        if callable(register):
-            import inspect
-
-            if not inspect.signature(register).parameters:
-                register()
-
-
-def _load_external() -> None:
-    global _EXTERNAL_LOADED
-    if not _EXTERNAL_LOADED:
-        _EXTERNAL_LOADED = True
-        import_registrars(_EXTERNAL_MODULES)
-
-
 def list_benchmarks() -> list[str]:
-    """Names of all registered benchmarks (the organism ones included when that module exists)."""
-    _load_external()
+    """Names of all registered benchmarks."""
     return sorted(_REGISTRY)
 
 
@@ -268,8 +235,6 @@ def get_benchmark(name: str | Benchmark) -> Benchmark:
     """The registry entry of ``name`` (a ``Benchmark`` is returned as is); ``BenchmarkError`` if unknown."""
     if isinstance(name, Benchmark):
         return name
-    if name not in _REGISTRY:
-        _load_external()
     try:
         return _REGISTRY[name]
     except KeyError:

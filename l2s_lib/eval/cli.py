@@ -40,7 +40,11 @@ def register(subparsers) -> None:
     p.add_argument("--tensor-parallel-size", type=int, default=1, help="GPUs per model (vllm)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (hf backend)")
     p.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16 on CUDA), float32, bfloat16, float16")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="prompts per batch (default: chosen for the model, decoder and device)")
+    p.add_argument("--decoder", choices=("auto", "static", "generate"), default="auto",
+                   help="hf backend: auto (the static greedy loop for small Qwen2 models, else transformers "
+                        "generate), static, or generate (the reference)")
     p.add_argument("--keywords", choices=("paper", "paper-code"), default=None,
                    help="reflection keyword list of the summary (default: per benchmark; the real benchmarks use "
                         "paper-code, the paper code's regex)")
@@ -90,8 +94,9 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend, device=args.device, dtype=args.dtype, batch_size=args.batch_size, out_dir=out,
         use_cache=not args.no_cache, seed=args.seed, progress=not args.quiet, keywords=args.keywords,
         tensor_parallel_size=args.tensor_parallel_size, length=args.length, max_model_len=args.max_model_len,
-        context_overflow=args.context_overflow, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-        n_samples=args.n_samples, thinking={None: None, "on": True, "off": False}[args.thinking],
+        context_overflow=args.context_overflow, decoder=args.decoder, temperature=args.temperature,
+        top_p=args.top_p, top_k=args.top_k, n_samples=args.n_samples,
+        thinking={None: None, "on": True, "off": False}[args.thinking],
     )
     with pd.option_context("display.width", 160, "display.max_columns", 20):
         print(result.summary.round(2).to_string(index=False))

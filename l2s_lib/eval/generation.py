@@ -185,8 +185,8 @@ class Backend(ABC):
     name: str = "?"
 
     def __init__(self, model: str | os.PathLike, *, device: str = "cpu", dtype: str | None = "auto",
-                 batch_size: int = 8, trust_remote_code: bool = False):
-        if batch_size < 1:
+                 batch_size: int | None = None, trust_remote_code: bool = False):
+        if batch_size is not None and batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.model_id = str(model)
         self.device = device
@@ -275,16 +275,82 @@ class RowSampler:
 
 #: Below this many parameters, CPU generation runs on one intra-op thread (see ``HFBackend.generate``).
 SMALL_MODEL_PARAMS = 50_000_000
+# The static decoder also runs small models on one thread. Two threads made the 6m organism's decoding 1.5x
+# faster on the idle 2-core machine (batch 256), but 4x slower for 1m, and under the load of other jobs the
+# whole 6m `l2s eval` took 94 s instead of about 22 s: OpenMP workers spinning for a busy core.
+
+
+#: Decoders of the transformers backend: ``static`` is ``decoding.StaticDecoder`` (small Qwen2 models, greedy,
+#: no stop strings), ``generate`` is transformers' ``generate`` (the reference), ``auto`` the first that applies.
+DECODERS = ("auto", "static", "generate")
+#: Memory the static decoder's KV cache may take per batch (bytes), by device type: it sets the batch size.
+STATIC_CACHE_BUDGET = {"cpu": 1 << 30, "cuda": 16 << 30}
+#: Largest batch the static decoder is given by default, by device type (CPU: past 256 rows a step's matrix
+#: products no longer get faster per row; CUDA: the steps of an organism stay launch-bound far beyond).
+STATIC_MAX_BATCH = {"cpu": 256, "cuda": 1024}
+#: Default batch of transformers' ``generate`` (real models: their KV caches are large).
+GENERATE_BATCH = {"cpu": 8, "cuda": 32}
 
 
 class HFBackend(Backend):
-    """transformers ``generate``: batched, length-sorted, left-padded, KV cache, on CPU or CUDA."""
+    """transformers models: batched, length-sorted, left-padded, KV cache, on CPU or CUDA.
+
+    ``decoder``: ``"auto"`` (default) decodes greedily with ``decoding.StaticDecoder`` wherever it applies
+    (a small Qwen2 model, greedy, no stop strings: the same tokens in float32, many times faster) and with
+    transformers' ``generate`` otherwise; ``"generate"`` always uses ``generate`` (the reference);
+    ``"static"`` insists on the static decoder (an error where it does not apply). ``batch_size=None``
+    picks one for the decoder and device (``default_batch_size``). ``last_decoder`` names the decoder the
+    latest ``generate`` call used (the evaluation records it in its settings).
+    """
 
     name = "hf"
 
-    def __init__(self, model, **kw):
-        super().__init__(model, **kw)
+    def __init__(self, model, *, decoder: str = "auto", batch_size: int | None = None, **kw):
+        if decoder not in DECODERS:
+            raise ConfigError(f"unknown decoder {decoder!r}; allowed: {', '.join(DECODERS)}")
+        super().__init__(model, batch_size=batch_size, **kw)  # None: chosen per call (default_batch_size)
+        self.decoder = decoder
+        self.last_decoder: str | None = None
         self._model = None
+        self._static = None
+
+    def identity(self) -> dict:
+        """The base identity, plus the decoder setting where it can change the tokens: in float32 the static loop
+        gives exactly ``generate``'s tokens (tested), in bf16/fp16 their kernels round differently."""
+        ident = super().identity()
+        if self.dtype != "float32":
+            ident["decoder"] = self.decoder
+        return ident
+
+    def choose_decoder(self, params: DecodingParams) -> str:
+        """The decoder ``generate`` will use for ``params``: ``decoding.NAME`` or ``"generate"``."""
+        from l2s_lib.eval import decoding
+
+        if self.decoder == "generate":
+            return "generate"
+        reason = decoding.unsupported_reason(self.model)
+        if reason is None and not params.greedy:
+            reason = "it decodes greedily only (temperature 0)"
+        if reason is None and params.stop:
+            reason = "it does not handle stop strings"
+        if reason is None:
+            return decoding.NAME
+        if self.decoder == "static":
+            raise ConfigError(f"decoder 'static' cannot run {self.model_id!r}: {reason}")
+        return "generate"
+
+    def default_batch_size(self, decoder: str, params: DecodingParams, prompt_len: int) -> int:
+        """Rows per batch when none was given: for the static decoder as many as its KV cache budget allows
+        (``STATIC_CACHE_BUDGET``, at most ``STATIC_MAX_BATCH``), for ``generate`` ``GENERATE_BATCH``."""
+        kind = "cuda" if self.device.startswith("cuda") else "cpu"
+        if decoder == "generate":
+            return GENERATE_BATCH[kind]
+        cfg = self.model.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        itemsize = next(self.model.parameters()).element_size()
+        per_row = 2 * cfg.num_hidden_layers * cfg.num_key_value_heads * head_dim * itemsize \
+            * (prompt_len + params.max_new_tokens)
+        return int(max(1, min(STATIC_MAX_BATCH[kind], STATIC_CACHE_BUDGET[kind] // per_row)))
 
     @property
     def model(self):
@@ -315,6 +381,13 @@ class HFBackend(Backend):
         encoded = [prompt_ids(tok, p) for p in prompts]
         # Longest first: similar lengths share a batch, and an out-of-memory batch shows up at once.
         order = sorted(range(len(prompts)), key=lambda i: (-len(encoded[i]), i))
+        decoder = self.choose_decoder(params)
+        self.last_decoder = decoder
+        batch_size = self.batch_size or self.default_batch_size(
+            decoder, params, max((len(e) for e in encoded), default=1))
+        if decoder != "generate":
+            yield from self._generate_static(encoded, order, params, eos_ids, pad_id, batch_size, progress, desc)
+            return
         # A fresh config (not the checkpoint's, which may carry sampling defaults or penalties), as the
         # toolkit passes only these parameters to vLLM.
         # Sampling is ``RowSampler``'s (one seeded generator per row), so ``generate`` itself runs greedily
@@ -330,15 +403,10 @@ class HFBackend(Backend):
             stop_strings=list(params.stop) or None,
         )
         bar = tqdm(total=len(prompts), desc=desc, disable=not progress, unit="sample")
-        threads = torch.get_num_threads()
-        if model.device.type == "cpu" and model.num_parameters() < SMALL_MODEL_PARAMS:
-            # A decoding step of a small model is a few tiny matmuls: extra intra-op threads only add
-            # synchronisation, and on a loaded machine spinning threads slow it down by an order of magnitude
-            # (measured: 43 s vs 2 s for 100 steps of a 1M-parameter model at batch 128, load 10 on 2 cores).
-            torch.set_num_threads(1)
+        threads = self._small_model_threads()
         try:
-            for start in range(0, len(order), self.batch_size):
-                idx = order[start : start + self.batch_size]
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
                 width = max(len(encoded[i]) for i in idx)
                 input_ids = torch.full((len(idx), width), pad_id, dtype=torch.long)
                 mask = torch.zeros((len(idx), width), dtype=torch.long)
@@ -360,6 +428,40 @@ class HFBackend(Backend):
                 for row, i in enumerate(idx):
                     yield i, finish(tok, new[row], eos_ids, params.stop, pad_id)
                 bar.update(len(idx))
+        finally:
+            torch.set_num_threads(threads)
+            bar.close()
+
+    def _small_model_threads(self) -> int:
+        """Use one intra-op thread for a small model on CPU; returns the thread count to restore after."""
+        import torch
+
+        threads = torch.get_num_threads()
+        if self.model.device.type == "cpu" and self.model.num_parameters() < SMALL_MODEL_PARAMS:
+            # A decoding step of a small model is a few tiny matmuls: extra intra-op threads only add
+            # synchronisation, and on a loaded machine spinning threads slow it down by an order of magnitude
+            # (measured: 43 s vs 2 s for 100 steps of a 1M-parameter model at batch 128, load 10 on 2 cores).
+            torch.set_num_threads(1)
+        return threads
+
+    def _generate_static(self, encoded, order, params, eos_ids, pad_id, batch_size, progress, desc):
+        import torch
+        from tqdm.auto import tqdm
+
+        from l2s_lib.eval.decoding import StaticDecoder
+
+        if self._static is None:
+            self._static = StaticDecoder(self.model)
+        tok = self.tokenizer
+        bar = tqdm(total=len(order), desc=desc, disable=not progress, unit="sample")
+        threads = self._small_model_threads()
+        try:
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                for row, ids in self._static.generate([encoded[i] for i in idx], params.max_new_tokens, eos_ids,
+                                                      pad_id):
+                    yield idx[row], finish(tok, ids, eos_ids)
+                    bar.update(1)
         finally:
             torch.set_num_threads(threads)
             bar.close()

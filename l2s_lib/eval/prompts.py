@@ -80,9 +80,6 @@ class PromptTemplate:
 
 
 _PROMPTS: dict[str, PromptTemplate] = {}
-_EXTERNAL_LOADED = False
-# Modules that register further prompts (the organism prompt); imported on the first lookup.
-_EXTERNAL_MODULES = ("l2s_lib.organisms.prompts",)
 
 
 def register_prompt(name: str, builder: PromptBuilder, *, stop: Sequence[str] = (),
@@ -99,18 +96,8 @@ def register_prompt(name: str, builder: PromptBuilder, *, stop: Sequence[str] = 
     return template
 
 
-def _load_external() -> None:
-    global _EXTERNAL_LOADED
-    if not _EXTERNAL_LOADED:
-        _EXTERNAL_LOADED = True
-        from l2s_lib.eval.benchmarks import import_registrars
-
-        import_registrars(_EXTERNAL_MODULES)
-
-
 def list_prompts() -> list[str]:
-    """Names of all registered prompts."""
-    _load_external()
+    """Names of all registered prompts (other packages add theirs with ``register_prompt``)."""
     return sorted(_PROMPTS)
 
 
@@ -118,8 +105,6 @@ def get_prompt(name: str | PromptTemplate) -> PromptTemplate:
     """The registered prompt ``name``; ``ConfigError`` listing the known ones if unknown."""
     if isinstance(name, PromptTemplate):
         return name
-    if name not in _PROMPTS:
-        _load_external()
     try:
         return _PROMPTS[name]
     except KeyError:

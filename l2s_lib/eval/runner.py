@@ -143,7 +143,7 @@ def evaluate(
     backend: str | Backend = "hf",
     device: str = "cpu",
     dtype: str = "auto",
-    batch_size: int = 8,
+    batch_size: int | None = None,
     out_dir: str | os.PathLike | None = None,
     use_cache: bool = True,
     seed: int = 0,
@@ -160,6 +160,7 @@ def evaluate(
     tensor_parallel_size: int = 1,
     max_model_len: int | None = None,
     context_overflow: str = "warn",
+    decoder: str = "auto",
 ) -> EvalResult:
     """Generate, grade and summarise ``model`` on ``benchmarks``.
 
@@ -167,7 +168,8 @@ def evaluate(
     comma-separated string) or ``Benchmark`` objects (``benchmark_from_file``). ``prompt`` and
     ``max_new_tokens`` override the benchmarks' defaults (a value for all, or a mapping by benchmark).
     ``backend``: "hf", "vllm", or a ready ``Backend`` (reused across calls; its own device, dtype and batch
-    size apply). ``limit``: N problems of each benchmark, evenly
+    size apply; ``batch_size=None`` lets the backend choose). ``decoder`` (hf backend): ``"auto"``,
+    ``"static"`` or ``"generate"`` (see ``HFBackend``). ``limit``: N problems of each benchmark, evenly
     spread over its file (``benchmarks.spread``). ``keywords``: the reflection keyword
     list of the summary ("paper" or "paper-code"), ``length``: its length count ("generated", "paper",
     "retok"; see ``metrics.LENGTH_COUNTS``); both default per benchmark (the six real benchmarks: the
@@ -219,6 +221,8 @@ def evaluate(
         kw = dict(device=device, dtype=dtype, batch_size=batch_size)
         if backend == "vllm":
             kw["tensor_parallel_size"] = tensor_parallel_size
+        elif backend == "hf":
+            kw["decoder"] = decoder
         engine = make_backend(backend, model, **kw)
     model_dir = resolve_model_dir(engine.model_id)
     from l2s_lib.fingerprint import model_fingerprint
@@ -330,6 +334,8 @@ def evaluate(
             "cache_file": paths.relative_to_root(cache.path) if cache else None, "grader": bench.grader,
             "keywords": kw_list if isinstance(kw_list, str) else list(kw_list), "length_count": count,
             "longest_prompt_tokens": max(map(len, ids), default=0),
+            # The decoding loop that produced this run's generations (None when all came from the cache).
+            "decoder": (getattr(engine, "last_decoder", None) or engine.name) if todo else None,
         }
         grades = cache.load_grades() if cache else {}
         timeouts = 0

@@ -1,7 +1,9 @@
 """Model organisms: tiny Qwen2 models trained on a synthetic arithmetic world (System 1 / System 2 / DPO).
 
 ``organism_path(size, role)`` gives a shipped checkpoint folder; ``DEFAULT_SIZE`` is the size the study
-notebooks use by default (see ``data/organisms/README.md`` for why).
+notebooks use by default (see ``data/organisms/README.md`` for why). ``register_eval()`` registers the organism
+prompts and benchmarks with ``l2s_lib.eval`` (which imports nothing of the organisms); importing this package
+calls it once, so ``evaluate(model, "org_levels")`` works wherever the organisms are in use.
 """
 
 from __future__ import annotations
@@ -31,3 +33,20 @@ def organism_path(size: str = DEFAULT_SIZE, role: str = "system2") -> Path:
     if not (path / "config.json").exists():
         raise CheckpointError(f"organism checkpoint missing: {paths.relative_to_root(path)}")
     return path
+
+
+_REGISTERED = False
+
+
+def register_eval() -> None:
+    """Registers the ``organism`` prompts and the ``org_*`` benchmarks with the eval harness (once)."""
+    global _REGISTERED
+    if not _REGISTERED:
+        from l2s_lib.organisms import benchmarks, prompts
+
+        prompts.register()
+        benchmarks.register()
+        _REGISTERED = True
+
+
+register_eval()

@@ -80,13 +80,10 @@ def write_calibration(path: Path | None = None, **kw) -> Path:
     return write_jsonl(path or paths.ORGANISMS / "calibration.jsonl", calibration_records(**kw))
 
 
-def register() -> bool:
-    """Registers the three benchmarks with the eval harness; False when the harness is not there yet."""
-    try:
-        from l2s_lib.eval.benchmarks import register_benchmark
-    except ImportError:
-        return False
+def register() -> None:
+    """Registers the three benchmarks with the eval harness."""
+    from l2s_lib.eval.benchmarks import register_benchmark
+
     for name, (display, counts) in SPECS.items():
         register_benchmark(name, display_name=display, path=benchmark_path(name), layout="math500",
                            grader="integer", levels=sorted(counts), prompt="organism", max_new_tokens=320)
-    return True

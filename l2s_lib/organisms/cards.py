@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from l2s_lib.organisms import configs, study, writers
+from l2s_lib.organisms import configs, determinism, study, writers
 
 BENCHES = ("org_levels", "org_easy", "org_hard")
 SPOT = 2  # spot-check problems per level (the shipped-checkpoint test regenerates them on CPU)
@@ -37,26 +37,25 @@ def _subset(per_level: int | None):
     return benchmark_from_file(path, like="org_levels")
 
 
-def measure(folder: Path, batch_size: int = 100, per_level: int | None = CARD_PER_LEVEL) -> dict:
-    """Per-level metrics of ``folder`` on ``org_levels`` (its first ``per_level`` problems of each level)
-    through ``l2s_lib.eval.evaluate`` (greedy, fp32, CPU)."""
+def measure(folder: Path, batch_size: int = 100, per_level: int | None = CARD_PER_LEVEL,
+            device: str = "cpu") -> dict:
+    """Per-level metrics of ``folder`` on ``org_levels`` (its first ``per_level`` problems of each level; with
+    None also ``org_easy`` and ``org_hard``) through ``l2s_lib.eval.evaluate`` (greedy, fp32, on ``device``);
+    first-pass accuracy and flips from eval's records (``study.rows_from_records``)."""
     from l2s_lib.eval import evaluate
+    from l2s_lib.organisms import register_eval
 
+    register_eval()
     benches = [_subset(per_level)] + (list(BENCHES[1:]) if per_level is None else [])
-    res = evaluate(str(folder), benches, device="cpu", dtype="float32", batch_size=batch_size,
+    res = evaluate(str(folder), benches, device=device, dtype="float32", batch_size=batch_size,
                    use_cache=False, progress=False)
     rec = res.records
-    out: dict = {"benchmarks": {}, "spot_check": [], "per_level": per_level}
+    out: dict = {"benchmarks": {}, "spot_check": [], "per_level": per_level, "device": device,
+                 "weights_sha256": determinism.weights_sha256(folder)}
     for bench in BENCHES:
         if not (rec.benchmark == bench).any():
             continue
-        rows = []
-        for _, r in rec[rec.benchmark == bench].iterrows():
-            s = study.score(r["response"], int(r["reference"]), int(r["n_tokens"]))
-            # the harness's grade is the reference; the study scorer adds first-pass and flip
-            s["correct"] = bool(r["correct"])
-            s.update(level=int(r["level"]), text=r["response"])
-            rows.append(s)
+        rows = study.rows_from_records(rec[rec.benchmark == bench])
         out["benchmarks"][bench] = [{k: (round(v, 4) if isinstance(v, float) else v) for k, v in s.items()}
                                     for s in study.summarize(rows)]
         if bench == "org_levels":
@@ -100,6 +99,19 @@ ROLE_TEXT = {
 }
 
 
+def _provenance_line(meta: dict) -> str:
+    """Where and with what the checkpoint was trained (``organism.json``, written by ``train.save_checkpoint``)."""
+    if not meta.get("versions"):
+        return ("- trained with: not recorded (design-2 run of 2026-11-30 on an H200, before the trainer recorded "
+                "versions and determinism settings)")
+    v = meta["versions"]
+    det = meta.get("determinism") or {}
+    return (f"- trained with: {meta.get('device_name', meta['device'])}, torch {v.get('torch')}, transformers "
+            f"{v.get('transformers')}, python {v.get('python')}; deterministic algorithms "
+            f"{det.get('deterministic_algorithms')}, CUBLAS_WORKSPACE_CONFIG `{det.get('cublas_workspace_config')}`, "
+            f"SDPA `{det.get('training_sdpa_backend')}`, TF32 {det.get('tf32_matmul')}")
+
+
 def write_card(folder: Path, metrics: dict, train_log: dict | None = None, note: str = "") -> Path:
     meta = json.loads((folder / "organism.json").read_text())
     (folder / "eval_org.json").write_text(json.dumps(metrics, indent=1) + "\n")
@@ -118,9 +130,13 @@ def write_card(folder: Path, metrics: dict, train_log: dict | None = None, note:
         f"- recipe (steps, peak lr x size scale {size.lr_scale}, batch): "
         + "; ".join(f"{k} {v['steps']} steps, lr {v['lr']}, batch {v['batch_size']}"
                     for k, v in recipe.items() if isinstance(v, dict)),
+        f"- weights: `model.safetensors` sha256 `{determinism.weights_sha256(folder)}`",
+        _provenance_line(meta),
         f"- rebuild: `l2s organisms train --size {meta['size']} --seed {meta['seed']} --device cuda"
-        + (" --control" if meta["role"] == "system2_equal" else "") + "` "
-        "(bit-identical weights are not promised across GPUs/CUDA versions)", "",
+        + (" --control" if meta["role"] == "system2_equal" else "") + "`"
+        + (" (deterministic kernels: the same hardware and software give the same sha256)" if meta.get("determinism")
+           else " (this checkpoint was trained before training was deterministic: a rebuild gives another draw "
+                "of the same recipe, not these bytes)"), "",
         "## Training curve", "",
     ]
     if train_log and meta["role"] in train_log.get("stages", {}):
@@ -131,7 +147,8 @@ def write_card(folder: Path, metrics: dict, train_log: dict | None = None, note:
         parts.append("Not recorded: the GPU run that trained this checkpoint was stopped (its time limit) "
                      "before it wrote `train_log.json`; the trainer now writes the log after every stage.")
     n = metrics.get("per_level")
-    parts += ["", "## Measured (greedy, fp32 on CPU, through `l2s_lib.eval.evaluate`)", "",
+    where = "CPU" if metrics.get("device", "cpu") == "cpu" else "CUDA"
+    parts += ["", f"## Measured (greedy, fp32 on {where}, through `l2s_lib.eval.evaluate`)", "",
               (f"On the first {n} problems of each level of `org_levels` ({5 * n} of 500; the CPU time of this "
                "session allowed no more). The merge-study numbers of `data/organisms/README.md` use another "
                "held-out set of 40 per level." if n else "On all of `org_levels`."), ""]
@@ -147,13 +164,18 @@ def write_card(folder: Path, metrics: dict, train_log: dict | None = None, note:
     return folder / "README.md"
 
 
-if __name__ == "__main__":  # python -m l2s_lib.organisms.cards [--text-only] FOLDER...
-    import sys
+if __name__ == "__main__":  # python -m l2s_lib.organisms.cards [--text-only] [--device cuda] FOLDER...
+    import argparse
 
-    text_only = "--text-only" in sys.argv  # rewrite README.md from an existing eval_org.json
-    for f in [a for a in sys.argv[1:] if a != "--text-only"]:
-        folder = Path(f)
+    ap = argparse.ArgumentParser(description="measure organism checkpoints and write their model cards")
+    ap.add_argument("folders", nargs="+", type=Path)
+    ap.add_argument("--text-only", action="store_true", help="rewrite README.md from an existing eval_org.json")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-size", type=int, default=100)
+    args = ap.parse_args()
+    for folder in args.folders:
         log_path = folder.parent / "train_log.json"
         log = json.loads(log_path.read_text()) if log_path.exists() else None
-        metrics = json.loads((folder / "eval_org.json").read_text()) if text_only else measure(folder)
+        metrics = json.loads((folder / "eval_org.json").read_text()) if args.text_only \
+            else measure(folder, batch_size=args.batch_size, device=args.device)
         print(write_card(folder, metrics, log))

@@ -100,7 +100,7 @@ def bars_table(df, acc_tol: float = BAR_ACC_TOL, shorter: float = BAR_SHORTER) -
     length ratio (>= 3x), System 2's reflection rate (>= 0.90), repair of forced errors, and how many TA/TIES
     merges keep System 2's accuracy within ``acc_tol`` with answers ``shorter`` shorter (the headline bar)."""
     out = ["| size | seed | S1 L1 | S1 / S2 L5 (gap) | S2 / S1 length | S2 reflective | repair | merges meeting "
-           "the headline bar | best of them |", "|---|---|---|---|---|---|---|---|---|"]
+           "the headline bar (of those tried) | best of them (picked after the fact) |", "|---|---|---|---|---|---|---|---|---|"]
     d = df[df.level == "all"]
     for size in _sizes(df):
         for seed, g in d[d["size"] == size].groupby("seed"):
@@ -112,9 +112,36 @@ def bars_table(df, acc_tol: float = BAR_ACC_TOL, shorter: float = BAR_SHORTER) -
             best = ok.sort_values(["correct", "length"], ascending=[False, True]).iloc[0] if len(ok) else None
             out.append(f"| {size} | {seed} | {_per_level(df, size, seed, 'system1', 1):.2f} | {l5[0]:.2f} / "
                        f"{l5[1]:.2f} ({100 * (l5[1] - l5[0]):+.0f}) | {s2.length / s1.length:.2f}x | "
-                       f"{s2.reflect:.2f} | {forced.correct:.3f} | {len(ok)} | "
+                       f"{s2.reflect:.2f} | {forced.correct:.3f} | {len(ok)} of {len(m)} | "
                        + (f"{label(best)}: {best.correct:.3f} at {100 * (best.length / s2.length - 1):+.0f}%"
                           if best is not None else "-") + " |")
+    return "\n".join(out)
+
+
+def spread_table(df, acc_tol: float = BAR_ACC_TOL, shorter: float = BAR_SHORTER) -> str:
+    """Per size and fixed model or merge setting, over training seeds: accuracy and length change against each
+    seed's System 2 as mean (min to max), and in how many seeds that one setting meets the headline bar. A setting
+    fixed in advance is what a reader can reuse; the best of many settings per seed (``bars_table``) is not."""
+    d = df[df.level == "all"].copy()
+    s2 = d[d.model == "system2"].set_index(["size", "seed"])[["correct", "length"]]
+    d = d.join(s2.rename(columns={"correct": "s2_acc", "length": "s2_len"}), on=["size", "seed"])
+    d["label"] = d.apply(label, axis=1)
+    d["dlen"] = 100 * (d.length / d.s2_len - 1)
+    d["ok"] = (d.correct >= d.s2_acc - acc_tol) & (d.length <= (1 - shorter) * d.s2_len)
+    out = ["| size | model | seeds | accuracy (%) mean (min to max) | length vs System 2 (%) mean (min to max) | "
+           "reflective (%) mean | seeds meeting the headline bar |", "|---|---|---|---|---|---|---|"]
+    order = {m: i for i, m in enumerate(("system1", "system2", "dpo", "system2_equal", "system2_forced", "ta",
+                                         "ties", "ta_equal"))}
+    for size in _sizes(d):
+        g = d[d["size"] == size]
+        keys = g.drop_duplicates("label").sort_values(["model", "alpha", "k"], key=lambda c: c.map(order)
+                                                        if c.name == "model" else c)
+        for lab in keys.label:
+            x = g[g.label == lab]
+            f = lambda c, k=1: f"{k * x[c].mean():.1f} ({k * x[c].min():.1f} to {k * x[c].max():.1f})"  # noqa: E731
+            bar = f"{int(x.ok.sum())} of {len(x)}" if x.model.iloc[0] in ("ta", "ties") else "-"
+            out.append(f"| {size} | {lab} | {len(x)} | {f('correct', 100)} | {f('dlen')} | {100 * x.reflect.mean():.1f} "
+                       f"| {bar} |")
     return "\n".join(out)
 
 
@@ -224,17 +251,38 @@ def shipped_table(sizes=None, bench: str = "org_levels") -> str:
     return "\n".join(out)
 
 
-def write_design2_report(study_csv: str | Path, out_md: str | Path) -> Path:
-    """The generated tables of the ladder sweep (bars, broken zone, control, per-level) and its figure."""
+def jobs_table(jobs_files: dict[str, str | Path]) -> str:
+    """One row per job record of ``sweep.run_job`` (``jobs.jsonl``; ``jobs_files``: run name -> file): kernels,
+    device, library versions, training seconds (per stage) and the first 12 hex digits of each stage's sha256."""
+    import json
+
+    out = ["| run | job | kernels | device, torch, transformers | training s (base / S1 / S2 / DPO / control) "
+           "| sha256: base / system1 / system2 / dpo / system2_equal |", "|---|---|---|---|---|---|"]
+    for run, path in jobs_files.items():
+        for line in Path(path).read_text().splitlines():
+            j = json.loads(line)
+            env, st = j["environment"], j["stage_seconds"]
+            roles = ("base", "system1", "system2", "dpo", "system2_equal")
+            out.append(f"| {run} | {j['job']} | {'deterministic' if j['deterministic'] else 'default'} | "
+                       f"{env['device_name']}, {env['versions'].get('torch')}, {env['versions'].get('transformers')} | "
+                       f"{j['train_seconds']:.0f} ({' / '.join(f'{st[r]:.0f}' for r in roles if r in st)}) | "
+                       + " / ".join(f"`{j['sha256'][r][:12]}`" for r in roles if r in j["sha256"]) + " |")
+    return "\n".join(out)
+
+
+def write_report(study_csv: str | Path, out_md: str | Path, title: str | None = None) -> Path:
+    """The generated tables of a ladder sweep (bars, broken zone, control, per-level) and its figure, beside
+    ``out_md``; ``title`` names the sweep (default: the CSV's folder)."""
     df = load(study_csv)
     out_md = Path(out_md)
     fig = ladder_figure(df, out_md.with_name("ladder_sweep.png"))
     models = ["system1", "system2", "dpo", "system2_forced", "ta 0.70", "ta 0.80", "ta 0.90",
               "ties k=0.65 a=1.00", "ties k=0.80 a=1.00"]
-    parts = ["# Design 2 ladder sweep: generated tables", "",
+    parts = [f"# {title or 'Ladder sweep ' + Path(study_csv).parent.name}: generated tables", "",
              f"Generated by `python -m l2s_lib.organisms.report {study_csv}` from `study.csv` (rows of "
              "`sweep.FIELDS`; held-out study set, 100 problems per level, greedy, bf16 weights merged in fp32 on "
              "an H200). Figure: `" + fig.name + "`.", "",
+             "## Fixed settings over training seeds (spreads)", "", spread_table(df), "",
              "## Bars per size and seed", "", bars_table(df), "",
              "## The broken alpha zone across the ladder", "", zone_table(df), "",
              "## Reflection: adaptive System 2 against the equal-rate control", "", control_table(df), "",
@@ -250,4 +298,4 @@ if __name__ == "__main__":  # python -m l2s_lib.organisms.report STUDY_CSV [OUT_
     import sys
 
     csv_path = Path(sys.argv[1])
-    print(write_design2_report(csv_path, Path(sys.argv[2]) if len(sys.argv) > 2 else csv_path.with_name("report.md")))
+    print(write_report(csv_path, Path(sys.argv[2]) if len(sys.argv) > 2 else csv_path.with_name("report.md")))

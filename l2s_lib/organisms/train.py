@@ -2,7 +2,9 @@
 
 A plain PyTorch loop (no ``transformers.Trainer``: the stages are a few hundred steps of freshly generated
 batches, and one small loop runs the same on CPU and CUDA). Every stage draws its data from a
-``random.Random`` seeded by (seed, stage), so a run is reproducible on one device type; each stage saves a
+``random.Random`` seeded by (seed, stage) and runs with deterministic kernels (``determinism.configure``), so a
+rebuild on the same hardware and software gives weight files with the same sha256 (recorded in
+``train_log.json`` and each ``organism.json`` with the library versions and the device); each stage saves a
 bf16 checkpoint and the next stage starts from that saved checkpoint, so a task vector ``System 2 - System 1``
 is computed exactly from the files that are shipped.
 
@@ -25,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from l2s_lib.errors import ConfigError
-from l2s_lib.organisms import configs, tokenizer as tok_mod, world as world_mod, writers
+from l2s_lib.organisms import configs, determinism, tokenizer as tok_mod, world as world_mod, writers
 
 STAGE_SEED = {"pretrain": 11, "system1": 23, "system2": 37, "dpo": 41, "system2_equal": 53}
 MAX_NEW_TOKENS = 320
@@ -96,7 +98,8 @@ def _autocast(device: torch.device):
 def _optimizer(model, stage: configs.Stage):
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
-    # fused AdamW on CUDA: one kernel for all parameters (these small models are launch-bound on a GPU)
+    # fused AdamW on CUDA: one kernel for all parameters (these small models are launch-bound on a GPU); it is
+    # elementwise, so it stays deterministic (see ``determinism``)
     fused = {"fused": True} if decay and decay[0].is_cuda else {}
     return torch.optim.AdamW([{"params": decay, "weight_decay": stage.weight_decay},
                               {"params": no_decay, "weight_decay": 0.0}], lr=stage.lr, betas=(0.9, 0.95), **fused)
@@ -250,35 +253,49 @@ def curve_summary(losses: list[float]) -> dict:
 
 def train_organism(size: str, out: str | Path, *, seed: int = 0, device: str = "cpu",
                    s1_style: str = world_mod.DEFAULT_S1_STYLE, recipe: configs.Recipe | None = None,
-                   control: bool = False, progress: bool = True) -> dict[str, Path]:
+                   control: bool = False, progress: bool = True, deterministic: bool = True) -> dict[str, Path]:
     """Builds one size end to end under ``out``: base, system1, system2, dpo (and system2_equal with
     ``control``: System 2 trained from the same System 1 in the equal-verification-rate world).
 
-    Returns the checkpoint folders by role; ``out/train_log.json`` holds the recipe and loss curves.
+    With ``deterministic`` (the default) every kernel is deterministic (``determinism.configure``: call this in a
+    process that has not used CUDA yet), so the same (size, seed, recipe) on the same hardware and software gives
+    the same weight files. Returns the checkpoint folders by role; ``out/train_log.json`` holds the recipe, loss
+    curves, timings, the determinism settings, the library versions, the device and each stage's sha256.
     """
-    from transformers import Qwen2ForCausalLM
-
     recipe = recipe or configs.DEFAULT_RECIPE
-    sz = configs.get_size(size)
+    configs.get_size(size)  # a bad size fails before anything is set up
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("--device cuda asked for, but torch sees no CUDA device")
-    out = Path(out)
+    det = determinism.configure(deterministic)
+    with determinism.attention(deterministic):
+        return _train_stages(size, Path(out), seed, dev, s1_style, recipe, control, progress, det)
+
+
+def _train_stages(size, out: Path, seed: int, dev: torch.device, s1_style: str, recipe: configs.Recipe,
+                  control: bool, progress: bool, det: dict) -> dict[str, Path]:
+    from transformers import Qwen2ForCausalLM
+
+    sz = configs.get_size(size)
     enc = Encoder()
     world = world_mod.world("adaptive", s1_style)
     cfg = configs.qwen2_config(sz, len(enc.vocab), enc.eos_id, enc.pad_id)
     torch.manual_seed(seed)
     model = Qwen2ForCausalLM(cfg).to(dev)
     scale = lambda st: configs.Stage(st.steps, st.lr * sz.lr_scale, st.batch_size, st.weight_decay, st.warmup)  # noqa: E731
+    env = determinism.environment(dev)
     log = {"size": size, "seed": seed, "device": dev.type, "s1_style": s1_style, "recipe": recipe.to_dict(),
            "lr_scale": sz.lr_scale, "world": asdict(world), "n_params": sum(p.numel() for p in model.parameters()),
-           "stages": {}}
+           "determinism": det, "environment": env, "sha256": {}, "stages": {}}
     paths: dict[str, Path] = {}
 
     def finish(role: str, losses: list[float], t0: float, parent: str | None):
         meta = {"role": role, "size": size, "seed": seed, "s1_style": s1_style, "parent": parent,
-                "world": "equal" if role == "system2_equal" else "adaptive", "device": dev.type}
+                "world": "equal" if role == "system2_equal" else "adaptive", "device": dev.type,
+                "device_name": env["device_name"], "determinism": det, "versions": env["versions"],
+                "recipe": recipe.to_dict()}
         paths[role] = save_checkpoint(model, out / role, meta)
+        log["sha256"][role] = determinism.weights_sha256(paths[role])
         log["stages"][role] = {"loss": curve_summary(losses), "seconds": round(time.time() - t0, 1),
                                "losses_every_10": [round(x, 4) for x in losses[::10]]}
         if not progress:

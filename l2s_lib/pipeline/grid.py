@@ -17,8 +17,12 @@ from typing import Any
 
 import pandas as pd
 
-from l2s_lib import paths
+from l2s_lib import organisms, paths
 from l2s_lib.fingerprint import data_fingerprint, model_fingerprint
+
+# The pipeline serves both worlds: the organism benchmarks and prompts are registered with eval here, in the
+# layer above both, so every process that runs a grid (spawned workers included) knows them.
+organisms.register_eval()
 
 ROLES = ("system1", "system2", "dpo", "merge")
 
@@ -82,8 +86,10 @@ def merge(label: str, method: str, base: str | Path | None, models: Sequence[str
     return Entry(label=label, role="merge", config=config, eval=eval_overrides, meta=shown)
 
 
-def merge_key(config: Mapping[str, Any]) -> str:
-    """Cache key of a merge: the resolved config with each input replaced by its content fingerprint."""
+def merge_key(config: Mapping[str, Any], device: str = "cpu") -> str:
+    """Cache key of a merge: the resolved config with each input replaced by its content fingerprint, and the
+    type of the device that computes it (``cpu`` or ``cuda``: their kernels round differently, so the same
+    config may give other bits; the GPU's index does not matter)."""
     from l2s_lib.merge.config import load_config
 
     cfg = load_config(dict(config)).to_dict()
@@ -97,6 +103,9 @@ def merge_key(config: Mapping[str, Any]) -> str:
     keyed["code"] = {"l2s_lib": __version__, "calibration_stats": STATS_VERSION}
     keyed["base_model"] = prints.get(cfg.get("base_model"))
     keyed["models"] = [{"model": prints[m["model"]], "parameters": m["parameters"]} for m in cfg["models"]]
+    import torch
+
+    keyed["device"] = torch.device(device).type
     return data_fingerprint(keyed)
 
 
@@ -107,7 +116,7 @@ def materialize(entry: Entry, device: str = "cpu", progress: bool = False, cache
     from l2s_lib.merge.driver import merge as run_merge
 
     root = Path(cache_root) if cache_root else paths.cache_dir() / "merges"
-    out = root / f"{entry.config['merge_method']}-{merge_key(entry.config)}"
+    out = root / f"{entry.config['merge_method']}-{merge_key(entry.config, device)}"
     if (out / "l2s_provenance.json").is_file():
         return out
     if out.exists():  # a folder without provenance is not one the driver finished: redo it

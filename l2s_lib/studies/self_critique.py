@@ -212,9 +212,10 @@ def probe_problems(benchmark="org_levels", per_level: int = 10) -> list:
 def score_continuation(continuation: str, answer: int, planted: int) -> dict:
     """Probe flags of one continuation: ``noticed`` (a reflection keyword, paper list), ``repaired`` (last
     ``\\boxed{}`` is the right answer), ``kept_error`` (it is the planted answer), and ``final``."""
-    from l2s_lib.organisms.study import final_answer
+    from l2s_lib.eval.benchmarks import last_boxed
 
-    final = final_answer(continuation)
+    box = (last_boxed(continuation) or "").strip()
+    final = int(box) if box.lstrip("-").isdigit() else None
     return {"final": final, "noticed": metrics.is_reflective(continuation, "paper"),
             "repaired": final == answer, "kept_error": final == planted}
 
@@ -233,11 +234,13 @@ def _generate(model_dir: Path, prompts: list[str], max_new_tokens: int, batch_si
     cache = _probe_cache(model_dir, prompts, max_new_tokens)
     if cache.is_file():
         return [tuple(x) for x in json.loads(cache.read_text())]
-    from l2s_lib.organisms import study, train
+    from l2s_lib.eval.generation import DecodingParams, make_backend
 
-    model = train.load_model(model_dir, device=device)
-    out = study.generate(model, prompts, batch_size=batch_size, max_new_tokens=max_new_tokens, progress=progress)
-    del model
+    backend = make_backend("hf", model_dir, device=device, dtype="float32", batch_size=batch_size)
+    got = dict(backend.generate(prompts, DecodingParams(max_new_tokens=max_new_tokens), progress=progress,
+                                desc="probe"))
+    out = [(got[i].text, got[i].n_tokens) for i in range(len(prompts))]
+    del backend
     atomic_write_text(cache, json.dumps(out))
     return out
 
