@@ -10,7 +10,6 @@ from __future__ import annotations
 import pandas as pd
 
 from l2s_lib import paths
-from l2s_lib.pipeline import catalog
 
 CITATION = "Wu et al. (2025), Unlocking Efficient Long-to-Short LLM Reasoning with Model Merging, arXiv:2503.20641"
 
@@ -50,15 +49,15 @@ def role_of(method: str) -> str:
 
 
 def per_benchmark(scale: str = "7B") -> pd.DataFrame:
-    """The paper's per-benchmark table at one scale, with ``scale``, ``role``, ``method_key`` (the catalogue key of
-    a merge, the role of the others) and ``benchmark_key``."""
+    """The paper's per-benchmark table at one scale, with ``scale``, ``role`` and ``benchmark_key``.
+
+    The catalogue key of each row (``pipeline.catalog.paper_method_keys``) is added by the pipeline, which
+    sits above this module: the paper's tables know the paper's labels only."""
     if scale not in SCALE_TABLES:
         raise ValueError(f"unknown scale '{scale}'; the paper has {', '.join(SCALE_TABLES)}")
     df = read_table(SCALE_TABLES[scale])
     df.insert(0, "scale", scale)
     df["role"] = df["method"].map(role_of)
-    # The paper's row labels are the catalogue's labels: its merges get their catalogue key, the others their role.
-    df["method_key"] = df["method"].map(lambda m: catalog.key_of_label(m) or role_of(m))
     df["benchmark_key"] = df["benchmark"].map(BENCHMARK_KEYS)
     return df
 
