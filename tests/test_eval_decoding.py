@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from l2s_lib import organisms
 from l2s_lib.errors import ConfigError
 from l2s_lib.eval.benchmarks import get_benchmark, load_benchmark
 from l2s_lib.eval.decoding import NAME, StaticDecoder, supports, unsupported_reason
@@ -18,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 ORGANISMS = ROOT / "data" / "organisms"
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+organisms.register_eval()  # the shipped organisms' org_levels problems, as the pipeline registers them
 
 
 def _problems(per_level: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from l2s_lib import paths
+from l2s_lib.pipeline import catalog
 from l2s_lib.report import paper
 from l2s_lib.merge.config import load_config
 from l2s_lib.studies import notebooks
@@ -12,7 +13,8 @@ from l2s_lib.studies import notebooks
 
 def test_repository_numbers_are_readable_beside_the_papers():
     df = paper.repository_qwen3_8b()
-    assert list(df["method_key"]) == ["system2", "ties"] and set(df["benchmark_key"]) == {"aime24"}
+    assert list(df["role"]) == ["system2", "merge"] and set(df["benchmark_key"]) == {"aime24"}
+    assert list(catalog.paper_method_keys(df)) == ["system2", "ties"]
     s2, merge = df.iloc[0], df.iloc[1]
     assert (s2.accuracy, s2.mean_length, merge.accuracy, merge.mean_length) == (70.63, 11328.25, 74.58, 6448.5)
     assert set(df["n_samples"]) == {16} and set(df["top_k"]) == {20} and set(df["max_new_tokens"]) == {32768}

@@ -71,5 +71,6 @@ def test_the_catalogue_is_one_table_whose_names_agree_with_configs_registry_and_
         get_method(m.registry)  # registered (a name or an alias of the engine), else KeyError
         assert (m.label in table1) == m.in_paper
         assert catalog.key_of_label(m.label) == m.key
-    t = paper.per_benchmark("7B").drop_duplicates("method").set_index("method")["method_key"]
+    t7 = paper.per_benchmark("7B").drop_duplicates("method")
+    t = catalog.paper_method_keys(t7).set_axis(t7["method"])
     assert t["Ties-Merging"] == "ties" and t["AIM-Ties"] == "aim_ties" and t["DARE"] == "dare" and t["DPO"] == "dpo"

@@ -20,6 +20,7 @@ from l2s_lib import paths
 from l2s_lib.errors import ConfigError
 from l2s_lib.merge.registry import get_method
 from l2s_lib.pipeline import grid
+from l2s_lib.report.paper import role_of
 
 @dataclass(frozen=True)
 class Method:
@@ -64,6 +65,12 @@ METHODS: dict[str, Method] = {m.key: m for m in CATALOGUE}
 def key_of_label(label: str) -> str | None:
     """The catalogue key of a table label (ours or the paper's row label), None when no method has it."""
     return next((m.key for m in CATALOGUE if m.label == label), None)
+
+
+def paper_method_keys(table):
+    """``method_key`` of each row of a paper table (``report.paper.per_benchmark``): the catalogue key of a merge
+    (the paper's row labels are the catalogue's labels), the role of the other rows."""
+    return table["method"].map(lambda m: key_of_label(m) or role_of(m))
 SCALES = ("1p5b", "7b", "14b", "32b")
 #: The paper's (System 1, System 2) hub ids per scale (Tables 1-4).
 PAPER_PAIRS: dict[str, tuple[str, str]] = {

@@ -10,7 +10,6 @@ from __future__ import annotations
 import pandas as pd
 
 from l2s_lib import paths
-from l2s_lib.pipeline import catalog
 
 CITATION = "Wu et al. (2025), Unlocking Efficient Long-to-Short LLM Reasoning with Model Merging, arXiv:2503.20641"
 
@@ -50,15 +49,15 @@ def role_of(method: str) -> str:
 
 
 def per_benchmark(scale: str = "7B") -> pd.DataFrame:
-    """The paper's per-benchmark table at one scale, with ``scale``, ``role``, ``method_key`` (the catalogue key of
-    a merge, the role of the others) and ``benchmark_key``."""
+    """The paper's per-benchmark table at one scale, with ``scale``, ``role`` and ``benchmark_key``.
+
+    The catalogue key of each row (``pipeline.catalog.paper_method_keys``) is added by the pipeline, which
+    sits above this module: the paper's tables know the paper's labels only."""
     if scale not in SCALE_TABLES:
         raise ValueError(f"unknown scale '{scale}'; the paper has {', '.join(SCALE_TABLES)}")
     df = read_table(SCALE_TABLES[scale])
     df.insert(0, "scale", scale)
     df["role"] = df["method"].map(role_of)
-    # The paper's row labels are the catalogue's labels: its merges get their catalogue key, the others their role.
-    df["method_key"] = df["method"].map(lambda m: catalog.key_of_label(m) or role_of(m))
     df["benchmark_key"] = df["benchmark"].map(BENCHMARK_KEYS)
     return df
 
@@ -75,11 +74,11 @@ REPOSITORY_CITATION = ("Wu et al., github.com/hahahawu/Long-to-Short-via-Model-M
 
 def repository_qwen3_8b() -> pd.DataFrame:
     """The repository's AIME24 results of DeepSeek-R1-0528-Qwen3-8B and its TIES merge with Qwen3-8B (avg@16,
-    sampled at temperature 0.6, top_p 0.95, top_k 20), with ``role``, ``method_key``, ``benchmark_key``."""
+    sampled at temperature 0.6, top_p 0.95, top_k 20), with ``scale``, ``role`` and ``benchmark_key`` as
+    ``per_benchmark`` (the catalogue keys: ``pipeline.catalog.paper_method_keys``)."""
     df = read_table("repo_qwen3_8b_aime24")
     df.insert(0, "scale", "8B")
     df["role"] = df["method"].map(role_of)
-    df["method_key"] = df["method"].map(lambda m: catalog.key_of_label(m) or role_of(m))
     df["benchmark_key"] = df["benchmark"].map(BENCHMARK_KEYS)
     return df
 
