@@ -194,7 +194,7 @@ class ModelCheckpoint:
         # Plain positioned reads into a buffer we own, rather than safe_open's memory map: bytes of a
         # mapped file that were touched stay in the process's resident set while the file is open, so a
         # pass over a model would show the whole model in RSS. pread leaves them in the page cache only,
-        # releases the GIL (reads overlap with compute in the driver's reader thread) and copies once.
+        # releases the GIL (reads overlap with compute in the merge stream's reader thread) and copies once.
         buf = torch.empty(nbytes, dtype=torch.uint8) if out is None else out.view(torch.uint8).reshape(-1)[:nbytes]
         view = memoryview(buf.numpy())
         fd = self._fd(info.file)
