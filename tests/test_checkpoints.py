@@ -99,7 +99,7 @@ def test_one_resolver_for_merges_and_evaluations(monkeypatch, tiny_pair, tmp_pat
     assert ck.resolve_model(s1) == (s1.resolve(), None)
     assert runner.resolve_model_dir(s1) == s1.resolve() == ck.open_model(s1).path
     fetched = []
-    monkeypatch.setattr(ck, "_download", lambda repo_id: fetched.append(repo_id) or tmp_path)
+    monkeypatch.setattr(ck.read, "_download", lambda repo_id: fetched.append(repo_id) or tmp_path)
     assert runner.resolve_model_dir("org/name") == tmp_path and ck.resolve_model("org/name") == (tmp_path, "org/name")
     assert fetched == ["org/name", "org/name"]
     for bad in ("./missing", "a/b/c", "/abs/missing", "bad id!"):

@@ -22,7 +22,7 @@ from l2s_lib import provenance, tiny
 from l2s_lib.checkpoints import ShardedWriter
 from l2s_lib.errors import CheckpointError, ConfigError, NonFiniteError
 from l2s_lib.fingerprint import model_fingerprint
-from l2s_lib.merge import driver, merge
+from l2s_lib.merge import merge, stream
 
 
 def _cfg(s1, s2, method="task_arithmetic", model_params=None, **extra):
@@ -147,8 +147,8 @@ def test_tie_policies_on_a_tied_base_and_an_untied_model(tmp_path, tied_pair):
 def test_blocks_of_rows_give_the_same_result(tmp_path, tiny_pair, monkeypatch):
     s1, s2 = tiny_pair
     whole = _load(merge(_cfg(s1, s2), tmp_path / "whole", progress=False))
-    monkeypatch.setattr(driver, "BLOCK_ELEMENTS", 1000)  # the 512x64 embedding in 33 blocks
-    monkeypatch.setattr(driver, "PREFETCH_BYTES", 10_000)
+    monkeypatch.setattr(stream, "BLOCK_ELEMENTS", 1000)  # the 512x64 embedding in 33 blocks
+    monkeypatch.setattr(stream, "PREFETCH_BYTES", 10_000)
     blocks = _load(merge(_cfg(s1, s2), tmp_path / "blocks", progress=False))
     assert all(torch.equal(whole[k], blocks[k]) for k in whole)
 

@@ -27,6 +27,7 @@ def _block_model_reads(monkeypatch):
         raise AssertionError("a model or checkpoint was read where only result files may be")
 
     monkeypatch.setattr(checkpoints, "open_model", refuse)
+    monkeypatch.setattr(checkpoints.read, "open_model", refuse)  # what parameter_count calls
     monkeypatch.setattr(safetensors, "safe_open", refuse)
     monkeypatch.setattr(safetensors.torch, "load_file", refuse)
     monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", refuse)
