@@ -69,14 +69,12 @@ def test_paper_table6_and_figures(tmp_path):
     plt.close("all")
 
 
-def test_planted_prefix_is_deterministic_per_problem():
-    text, wrong = sc.planted_prefix("43+27-4", idx=5, seed=0)
-    assert text.endswith(f"So the answer is {wrong}.") and wrong != 66
-    assert sc.planted_prefix("43+27-4", idx=5, seed=0) == (text, wrong)
-    f = sc.score_continuation(" Wait, let me double-check: 43+27=70. 70-4=66. \\boxed{66}", 66, wrong)
-    assert f == {"final": 66, "noticed": True, "repaired": True, "kept_error": False}
-    g = sc.score_continuation(f" \\boxed{{{wrong}}}", 66, wrong)
-    assert g["kept_error"] and not g["noticed"] and not g["repaired"]
+def test_planted_error_is_deterministic_per_question():
+    from l2s_lib.organisms import prompts
+
+    text, wrong = prompts.forced_prefix("43+27-4"), prompts.forced_answer("43+27-4")
+    assert text.rstrip().endswith(f"So the answer is {wrong}.") and wrong != 66
+    assert (prompts.forced_prefix("43+27-4"), prompts.forced_answer("43+27-4")) == (text, wrong)
 
 
 def test_probe_is_skipped_for_real_models():
@@ -112,7 +110,11 @@ def test_probe_runs_on_an_organism_and_is_cached(tmp_path):
     assert res.skipped is None and len(res.rows) == 4 and list(res.rows.columns) == sc.PROBE_COLUMNS
     assert set(res.rows["level"]) == {1, 2} and (res.rows["n_tokens"] <= 6).all()
     assert list(res.summary["level"]) == ["1", "2", "all"]
-    assert len(list((paths.cache_dir() / "probe").glob("*.json"))) == 1
+    # An evaluation through eval: its problems are one benchmark file, its generations eval's cache.
+    assert len(list((paths.cache_dir() / "probe").glob("*.jsonl"))) == 1
+    assert any((paths.cache_dir() / "generations").glob("lv_probe__*.jsonl"))
+    assert ((res.rows["final"] == res.rows["answer"]) == res.rows["repaired"]).all()
+    assert ((res.rows["final"] == res.rows["planted"]) == res.rows["kept_error"]).all()
     again = sc.correction_probe(entries, world="organism", benchmark=b, per_level=2, max_new_tokens=6, progress=False)
     pd.testing.assert_frame_equal(res.rows, again.rows)
 

@@ -27,6 +27,12 @@ def forced_prefix(question: str) -> str:
     return writers.forced_error_prefix(world.parse_question(question), rng)[0]
 
 
+def forced_answer(question: str) -> int:
+    """The wrong answer ``W`` that ``forced_prefix(question)`` plants (its first pass ends ``So the answer is W.``)."""
+    rng = random.Random(f"{FORCED_SEED}:{question}")
+    return writers.forced_error_prefix(world.parse_question(question), rng)[1]
+
+
 def forced_prompt(question: str, tokenizer=None) -> str:
     """``organism_prompt`` followed by ``forced_prefix``."""
     return prompt(question) + forced_prefix(question)

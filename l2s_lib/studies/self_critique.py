@@ -16,8 +16,8 @@ Two measurements:
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import random
 from collections.abc import Mapping, Sequence
 from typing import Any
 from dataclasses import dataclass
@@ -34,8 +34,6 @@ from l2s_lib.pipeline import catalog, grid
 from l2s_lib.studies import folder
 from l2s_lib.studies.adaptive_length import model_colors
 
-#: Bump when the probe's prompts, scoring or generation change, so cached probe generations are not reused.
-PROBE_VERSION = 1
 #: Columns of the probe's per-problem rows.
 PROBE_COLUMNS = ["model", "idx", "level", "question", "answer", "planted", "final", "noticed", "repaired",
                  "kept_error", "n_tokens", "continuation"]
@@ -181,17 +179,6 @@ class ProbeResult:
         return f"self-correction probe: {len(n)} models x {int(n.iloc[0])} problems with a planted first-pass error"
 
 
-def planted_prefix(question: str, idx: int | str, seed: int = 0) -> tuple[str, int]:
-    """The first pass with one planted error for an organism ``question`` (``"43+27-4"``): (text, wrong answer).
-
-    Seeded per problem (``seed`` and ``idx``), so a problem gets the same planted error whatever else is probed.
-    """
-    from l2s_lib.organisms import world, writers
-
-    rng = random.Random(f"{seed}:{idx}")
-    return writers.forced_error_prefix(world.parse_question(question), rng)
-
-
 def probe_problems(benchmark="org_levels", per_level: int = 10) -> list:
     """The first ``per_level`` problems of each level of ``benchmark`` (a registered name or an ``eval``
     ``Benchmark``); all when ``per_level`` is 0."""
@@ -209,50 +196,32 @@ def probe_problems(benchmark="org_levels", per_level: int = 10) -> list:
     return out
 
 
-def score_continuation(continuation: str, answer: int, planted: int) -> dict:
-    """Probe flags of one continuation: ``noticed`` (a reflection keyword, paper list), ``repaired`` (last
-    ``\\boxed{}`` is the right answer), ``kept_error`` (it is the planted answer), and ``final``."""
-    from l2s_lib.eval.benchmarks import last_boxed
+def probe_benchmark(benchmark="org_levels", per_level: int = 10):
+    """The probe's problems (``probe_problems``) as an eval ``Benchmark`` read like ``benchmark``, from a file
+    written once under the cache (its content names it, so a changed problem set is a new benchmark)."""
+    from l2s_lib.eval.benchmarks import get_benchmark
+    from l2s_lib.fingerprint import data_fingerprint
 
-    box = (last_boxed(continuation) or "").strip()
-    final = int(box) if box.lstrip("-").isdigit() else None
-    return {"final": final, "noticed": metrics.is_reflective(continuation, "paper"),
-            "repaired": final == answer, "kept_error": final == planted}
-
-
-def _probe_cache(model_dir: Path, prompts: list[str], max_new_tokens: int) -> Path:
-    from l2s_lib.fingerprint import data_fingerprint, model_fingerprint
-
-    key = data_fingerprint({"model": model_fingerprint(model_dir), "prompts": data_fingerprint(prompts),
-                            "max_new_tokens": max_new_tokens, "version": PROBE_VERSION})
-    return paths.cache_dir() / "probe" / f"{key}.json"
-
-
-def _generate(model_dir: Path, prompts: list[str], max_new_tokens: int, batch_size: int, device: str,
-              progress: bool) -> list[tuple[str, int]]:
-    """Greedy continuations, cached by model content and prompts (the probe re-runs instantly)."""
-    cache = _probe_cache(model_dir, prompts, max_new_tokens)
-    if cache.is_file():
-        return [tuple(x) for x in json.loads(cache.read_text())]
-    from l2s_lib.eval.generation import DecodingParams, make_backend
-
-    backend = make_backend("hf", model_dir, device=device, dtype="float32", batch_size=batch_size)
-    got = dict(backend.generate(prompts, DecodingParams(max_new_tokens=max_new_tokens), progress=progress,
-                                desc="probe"))
-    out = [(got[i].text, got[i].n_tokens) for i in range(len(prompts))]
-    del backend
-    atomic_write_text(cache, json.dumps(out))
-    return out
+    base = get_benchmark(benchmark)
+    rows = [{"idx": p.idx, "problem": p.question, "answer": str(p.answer), "level": p.level}
+            for p in probe_problems(base, per_level)]
+    text = "".join(json.dumps(r) + "\n" for r in rows)
+    path = paths.cache_dir() / "probe" / f"{base.name}_probe_{data_fingerprint(text)[:12]}.jsonl"
+    if not path.is_file():
+        atomic_write_text(path, text)
+    # The same benchmark (layout, grader, levels, prompt) on the probe's file.
+    return dataclasses.replace(base, name=f"{base.name}_probe", display_name=f"{base.display_name} (probe)",
+                               path=path, hub=None)
 
 
 def correction_probe(entries: Sequence[grid.Entry], world: str, benchmark="org_levels",
-                     per_level: int = 10, seed: int = 0, max_new_tokens: int = 200, batch_size: int = 128,
+                     per_level: int = 10, max_new_tokens: int = 200, batch_size: int = 128,
                      device: str = "cpu", progress: bool = True) -> ProbeResult:
     """Run the planted-error probe on every entry (merges are materialised through the grid's merge cache).
 
     ``world``: ``catalog.Pair.world``; anything but ``"organism"`` returns a skipped ``ProbeResult``.
     ``per_level``: problems per level of ``benchmark`` (0 = all). Deterministic: greedy decoding, planted errors
-    seeded per problem by ``seed``.
+    seeded per question (the ``organism_forced`` prompt), so a problem gets the same error in every run.
     """
     if world != "organism":
         return ProbeResult(pd.DataFrame(columns=PROBE_COLUMNS), probe_summary(pd.DataFrame(columns=PROBE_COLUMNS)),
@@ -260,19 +229,25 @@ def correction_probe(entries: Sequence[grid.Entry], world: str, benchmark="org_l
                                    f"models here write free-form solutions, so there is no first pass to corrupt")
     from tqdm.auto import tqdm
 
-    from l2s_lib.organisms import writers
+    from l2s_lib.eval import evaluate
+    from l2s_lib.organisms.prompts import forced_answer
 
-    problems = probe_problems(benchmark, per_level)
-    planted = [planted_prefix(p.question, p.idx, seed) for p in problems]
-    prompts = [writers.prompt(p.question) + text for p, (text, _) in zip(problems, planted)]
+    # An evaluation like any other, through eval (its generation cache, decoder and grader): the registered
+    # prompt ``organism_forced`` prefills a first pass with one planted error, seeded per question. The response
+    # is the continuation; its grade says whether the planted error was repaired.
+    bench = probe_benchmark(benchmark, per_level)
     rows = []
     for entry in tqdm(entries, desc="probe", disable=not progress, unit="model"):
         model_dir = grid.materialize(entry, device=device)
-        outs = _generate(model_dir, prompts, max_new_tokens, batch_size, device, progress=False)
-        for p, (_, wrong), (text, n) in zip(problems, planted, outs):
-            rows.append({"model": entry.label, "idx": p.idx, "level": p.level, "question": p.question,
-                         "answer": int(p.answer), "planted": wrong, **score_continuation(text, int(p.answer), wrong),
-                         "n_tokens": n, "continuation": text})
+        res = evaluate(str(model_dir), [bench], prompt="organism_forced", max_new_tokens=max_new_tokens,
+                       batch_size=batch_size, device=device, progress=False, model_name=entry.label)
+        for r in res.records.itertuples(index=False):
+            wrong = forced_answer(r.question)
+            final = int(r.extracted) if str(r.extracted).lstrip("-").isdigit() else None
+            rows.append({"model": entry.label, "idx": r.idx, "level": r.level, "question": r.question,
+                         "answer": int(r.reference), "planted": wrong, "final": final,
+                         "noticed": bool(r.reflective), "repaired": bool(r.correct), "kept_error": final == wrong,
+                         "n_tokens": int(r.n_tokens), "continuation": r.response})
     df = pd.DataFrame(rows, columns=PROBE_COLUMNS)
     return ProbeResult(df, probe_summary(df))
 
@@ -397,7 +372,7 @@ def compute(params: Mapping[str, Any]) -> list[Path]:
                                          p["S1_MAX_NEW_TOKENS"], p["PROMPT"], p["MAX_NEW_TOKENS"])
     run = grid.evaluate(entries, p["BENCHMARKS"], device=p["DEVICE"], backend=p["BACKEND"],
                         batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None)
-    probe = correction_probe(entries, pair.world, p["LEVEL_BENCHMARK"], p["PROBE_PER_LEVEL"], p["SEED"],
+    probe = correction_probe(entries, pair.world, p["LEVEL_BENCHMARK"], p["PROBE_PER_LEVEL"],
                              p["PROBE_MAX_NEW_TOKENS"], p["BATCH_SIZE"], p["DEVICE"])
     return [folder.write(out, run.summary, "summary", p),
             folder.write(out, reflection_table(run.records), "reflection", p),
