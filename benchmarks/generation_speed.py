@@ -4,6 +4,7 @@ against the machine's matrix-product rate on the model's own shapes, measured in
     .venv/bin/python benchmarks/generation_speed.py                    # CPU: the shipped 1m and 6m System 2
     .venv/bin/python benchmarks/generation_speed.py --device cuda      # CUDA: the ladder's four sizes
     .venv/bin/python benchmarks/generation_speed.py --no-command       # CPU, without the whole `l2s eval` run
+    .venv/bin/python benchmarks/generation_speed.py --threads-ab 1,2   # CPU, plus the 6m decoder at 1 and 2 threads
 
 For each model, both decoders of ``HFBackend`` generate greedily for the 500 ``org_levels`` prompts (the
 shipped organisms: their own budget of 320 tokens; on CUDA, seeded random-initialised organisms of the
@@ -19,7 +20,7 @@ prints:
   roofline is the best of those, and the fraction is useful rate / roofline;
 - on CPU, the whole command ``l2s eval --model data/organisms/6m/system2 --benchmarks org_levels
   --no-cache`` (start-up, loading, grading and writing included) as a child process: wall time, tokens
-  and its fraction of the same roofline.
+  and its fraction of the roofline, here the best of the 6m rates above and one measured right after it.
 
 A machine shared with other jobs moves every absolute figure; the fractions and ratios, measured within
 seconds of each other, move less.
@@ -46,6 +47,9 @@ from l2s_lib.eval.benchmarks import get_benchmark, load_benchmark  # noqa: E402
 from l2s_lib.eval.decoding import NAME  # noqa: E402
 from l2s_lib.eval.generation import DecodingParams, HFBackend  # noqa: E402
 from l2s_lib.eval.prompts import get_prompt  # noqa: E402
+from l2s_lib.organisms import register_eval  # noqa: E402
+
+register_eval()  # the shipped organisms' org_levels problems and prompt
 
 SHIPPED = ROOT / "data" / "organisms"
 
@@ -62,6 +66,11 @@ def layer_shapes(model) -> list[tuple[int, int]]:
     hd = getattr(cfg, "head_dim", None) or h // cfg.num_attention_heads
     q, kv = cfg.num_attention_heads * hd, cfg.num_key_value_heads * hd
     return [(h, q + 2 * kv), (q, h), (h, 2 * i), (i, h)]
+
+
+def load_average() -> str:
+    """The 1/5/15-minute load averages: on a shared machine they say how far the absolute figures can be trusted."""
+    return "/".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def sync(device: str) -> None:
@@ -188,7 +197,7 @@ def bench_model(label: str, folder: Path, device: str, dtype: str, max_new: int 
     return row
 
 
-def whole_command(roofline: dict[str, float], flop_per_token: int) -> dict:
+def whole_command(roofline: dict[str, float], flop_per_token: int, batch: int) -> dict:
     """``l2s eval`` of the 6m System 2 on org_levels as a child process: wall time and roofline fraction."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "l2s_lib.cli", "eval", "--model", str(SHIPPED / "6m" / "system2"),
@@ -199,13 +208,45 @@ def whole_command(roofline: dict[str, float], flop_per_token: int) -> dict:
         wall = time.perf_counter() - t
         tokens = sum(json.loads(line)["n_tokens"] for line in open(Path(tmp) / "samples.jsonl"))
         decoder = json.loads((Path(tmp) / "settings.json").read_text())["benchmarks"]["org_levels"]["decoder"]
+    # The GEMM rate again right after the command (one thread, as the command decodes): on a shared machine
+    # the load moves between the two measurements, and the roofline is the best rate seen in this run.
+    model = HFBackend(SHIPPED / "6m" / "system2").model
+    after = gemm_rate(model, batch, "cpu", next(model.parameters()).dtype, threads=1)
+    roofline = dict(roofline, **{"1 thread, after the command": after})
     roof = max(roofline.values())
     rate = tokens * flop_per_token / wall / 1e9
     print(f"  whole `l2s eval` (6m System 2, org_levels, --no-cache): {wall:.1f} s, {tokens} tokens, "
           f"{tokens / wall:.0f} tok/s, useful {rate:.1f} GFLOP/s = {rate / roof:.0%} of the roofline "
-          f"{roof:.0f} GFLOP/s (decoder: {decoder})", flush=True)
+          f"{roof:.0f} GFLOP/s (decoder: {decoder}; load average after it {load_average()})", flush=True)
     return {"wall_s": wall, "tokens": tokens, "useful_gflops": rate, "roofline_fraction": rate / roof,
-            "decoder": decoder}
+            "decoder": decoder, "gemm_gflops": roofline}
+
+
+def threads_ab(counts: list[int], rounds: int = 2) -> list[dict]:
+    """The 6m static decoder on org_levels at each intra-op thread count in ``counts``, alternating, each
+    against the GEMM rate at its own thread count measured just before (on a shared machine the load moves)."""
+    be = HFBackend(SHIPPED / "6m" / "system2", decoder="static")
+    be._small_model_threads = torch.get_num_threads  # keep the count set here (HFBackend would pick one thread)
+    prompts = prompts_for(be)
+    params = DecodingParams(max_new_tokens=get_benchmark("org_levels").max_new_tokens)
+    flop_per_token = 2 * non_embedding_params(be.model)
+    batch = be.default_batch_size(NAME, params, max(len(be.tokenizer(p)["input_ids"]) for p in prompts))
+    before, rows = torch.get_num_threads(), []
+    try:
+        for _ in range(rounds):
+            for th in counts:
+                torch.set_num_threads(th)
+                gemm = gemm_rate(be.model, batch, "cpu", next(be.model.parameters()).dtype, threads=th)
+                list(be.generate(prompts[:4], DecodingParams(max_new_tokens=4), progress=False))
+                seconds, tokens, _ = timed(be, prompts, params)
+                useful = tokens * flop_per_token / seconds / 1e9
+                rows.append({"threads": th, "seconds": seconds, "useful_gflops": useful, "gemm_gflops": gemm})
+                print(f"  6m static, {th} thread(s): {seconds:.1f} s, {tokens / seconds:.0f} tok/s, useful "
+                      f"{useful:.1f} GFLOP/s = {useful / gemm:.0%} of the GEMM rate at {th} thread(s) {gemm:.0f} "
+                      f"GFLOP/s; load average {load_average()}", flush=True)
+    finally:
+        torch.set_num_threads(before)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,6 +259,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="batch of transformers generate (default: its default batch for the device)")
     ap.add_argument("--cuda-max-new-tokens", type=int, default=64, help="tokens per row of the random organisms")
     ap.add_argument("--no-command", action="store_true", help="CPU: skip the whole `l2s eval` command")
+    ap.add_argument("--threads-ab", default=None, metavar="COUNTS",
+                    help="CPU: also time the 6m static decoder at these intra-op thread counts, e.g. 1,2")
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = ap.parse_args(argv)
     cuda = args.device.startswith("cuda")
@@ -228,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     hf_batch = args.hf_batch or GENERATE_BATCH["cuda" if cuda else "cpu"]
     print(f"device {args.device} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}), "
-          f"torch {torch.__version__}", flush=True)
+          f"torch {torch.__version__}, load average {load_average()}", flush=True)
     rows, command = [], None
     with tempfile.TemporaryDirectory() as tmp:
         for size in sizes:
@@ -242,7 +285,10 @@ def main(argv: list[str] | None = None) -> int:
     if not cuda and not args.no_command:
         six = next((r for r in rows if r["model"] == "6m"), None)
         if six is not None:
-            command = whole_command(six["gemm_gflops"], 2 * six["params_non_embedding"])
+            command = whole_command(six["gemm_gflops"], 2 * six["params_non_embedding"], six["batch"])
+    ab = None
+    if not cuda and args.threads_ab:
+        ab = threads_ab([int(c) for c in args.threads_ab.split(",")])
     print()
     print("| model | device | dtype | static tok/s (batch) | generate tok/s (batch) | speed-up | useful GFLOP/s | "
           "GEMM GFLOP/s | roofline | identical |")
@@ -256,10 +302,11 @@ def main(argv: list[str] | None = None) -> int:
     if cuda:
         print("\n(* random-initialised organisms of the ladder's shapes: every row runs to the token cap)")
     if command:
+        gemm = ", ".join(f"{v:.0f} ({k})" for k, v in command["gemm_gflops"].items())
         print(f"\nwhole `l2s eval` command: {command['wall_s']:.1f} s, {command['useful_gflops']:.1f} GFLOP/s useful "
-              f"= {command['roofline_fraction']:.0%} of the roofline")
+              f"= {command['roofline_fraction']:.0%} of the roofline (GEMM GFLOP/s: {gemm})")
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "command": command}, indent=1, default=str) + "\n")
+        Path(args.json).write_text(json.dumps({"rows": rows, "command": command, "threads_ab": ab}, indent=1, default=str) + "\n")
     return 0
 
 

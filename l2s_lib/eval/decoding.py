@@ -146,9 +146,11 @@ class StaticDecoder:
         return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
 
     def _mlp_and_residual(self, x, h, lw):
-        x = x + F.linear(h, lw["o_w"])
+        # In place where transformers allocates (the same elementwise operations in the same order, so the
+        # same bits): ``x`` is this decoder's own activation, never a view of a weight or of the cache.
+        x = x.add_(F.linear(h, lw["o_w"]))
         g, u = F.linear(self._norm(x, lw["ln2"]), lw["gu_w"]).split(self.inter, dim=-1)
-        return x + F.linear(F.silu(g) * u, lw["down_w"])
+        return x.add_(F.linear(F.silu(g, inplace=True).mul_(u), lw["down_w"]))
 
     def _logits(self, x):
         return F.linear(self._norm(x, self.final_norm), self.lm_head)
@@ -197,13 +199,15 @@ class StaticDecoder:
         g = self.n_heads // self.n_kv
         for lw, (kc, vc) in zip(self.layers, caches):
             qkv = F.linear(self._norm(x, lw["ln1"]), lw["qkv_w"], lw["qkv_b"])
-            q, k, v = qkv.split([self.q_size, self.kv_size, self.kv_size], dim=-1)
-            q = self._rotate(q.view(b, self.n_heads, self.head_dim), cos, sin)
-            k = self._rotate(k.view(b, self.n_kv, self.head_dim), cos, sin)
+            qk, v = qkv.split([self.q_size + self.kv_size, self.kv_size], dim=-1)
+            # The query and key heads of a row share its rotary position: one rotation for both (elementwise,
+            # so the same bits as rotating each).
+            qk = self._rotate(qk.view(b, self.n_heads + self.n_kv, self.head_dim), cos, sin)
+            q, k = qk[:, :self.n_heads], qk[:, self.n_heads:]
             write(kc, k)
             write(vc, v.view(b, self.n_kv, self.head_dim))
             # One query per row: its heads are grouped under their key/value head (transformers' pack_gqa).
-            att = F.scaled_dot_product_attention(q.view(b, self.n_kv, g, self.head_dim), kc[:b, :, :t],
+            att = F.scaled_dot_product_attention(q.reshape(b, self.n_kv, g, self.head_dim), kc[:b, :, :t],
                                                  vc[:b, :, :t], attn_mask=mask, scale=self.scaling)
             x = self._mlp_and_residual(x, att.reshape(b, self.q_size), lw)
         return self._logits(x).argmax(-1)

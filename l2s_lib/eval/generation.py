@@ -277,7 +277,10 @@ class RowSampler:
 SMALL_MODEL_PARAMS = 50_000_000
 # The static decoder also runs small models on one thread. Two threads made the 6m organism's decoding 1.5x
 # faster on the idle 2-core machine (batch 256), but 4x slower for 1m, and under the load of other jobs the
-# whole 6m `l2s eval` took 94 s instead of about 22 s: OpenMP workers spinning for a busy core.
+# whole 6m `l2s eval` took 94 s instead of about 22 s: OpenMP workers spinning for a busy core. Re-measured
+# at load 1.5 (benchmarks/results/generation_speed_cpu.txt): 2 threads 1.35x faster in wall time for 6m. Still one
+# thread: the pipeline's grid runs several evaluations at once, and the load average, the only cheap signal
+# of a busy machine, lags by a minute, so a choice by load would oversubscribe exactly when workers start.
 
 
 #: Decoders of the transformers backend: ``static`` is ``decoding.StaticDecoder`` (small Qwen2 models, greedy,

@@ -9,7 +9,9 @@ import argparse
 import yaml
 
 from l2s_lib.errors import ConfigError
-from l2s_lib.studies import notebooks, registry
+# registry (matplotlib, seaborn, nbformat) is imported by the handlers that need it: every `l2s` command
+# builds this parser, and `l2s eval` should not pay seconds of plotting imports at start-up.
+from l2s_lib.studies import notebooks
 
 
 def _parse_override(text: str) -> tuple[str, object]:
@@ -25,6 +27,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{study}: {', '.join(notebooks.list_configs(study))}")
         return 0
     if args.order:
+        from l2s_lib.studies import registry
+
         print("\n".join(registry.order()))
         return 0
     if not args.notebook:
@@ -66,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _figures(args: argparse.Namespace) -> int:
     from l2s_lib import paths
+    from l2s_lib.studies import registry
 
     try:
         files = registry.redraw(args.study, args.config, check=args.check)

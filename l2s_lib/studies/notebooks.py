@@ -20,7 +20,6 @@ import yaml
 
 from l2s_lib import paths
 from l2s_lib.errors import ConfigError
-from l2s_lib.studies import outputs
 
 DEFAULT_CONFIG = "default"
 
@@ -170,6 +169,8 @@ def run(study: str, config: str = DEFAULT_CONFIG, overrides: dict[str, Any] | No
             str(notebook_path(study)), str(out), parameters=params, kernel_name="python3",
             cwd=str(paths.NOTEBOOKS), progress_bar=progress, kernel_manager_class=_ipc_kernel_manager(sockets),
         )
+    from l2s_lib.studies import outputs  # nbformat: imported here, not by every `l2s` start-up
+
     outputs.tidy(out)
     return out
 
