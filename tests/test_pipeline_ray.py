@@ -171,3 +171,17 @@ def test_one_merge_asked_twice_in_parallel_ends_as_one_complete_folder(tiny_pair
             (tmp_path / "late" / "x").write_text("the other writer's file")
             w.commit()
     assert (tmp_path / "late" / "x").read_text() == "the other writer's file"
+
+
+def test_the_executor_parameters_keep_the_runs_folder():
+    """EXECUTOR and RAY_ADDRESS say where a run executes, not what it computes: `l2s run 01 -p EXECUTOR=ray`
+    writes the default run's folder; any other change still gets its own."""
+    from l2s_lib.studies import notebooks
+
+    defaults = notebooks.notebook_parameters("01_merge_methods")
+    assert defaults["EXECUTOR"] == "local" and defaults["RAY_ADDRESS"] == ""
+    assert notebooks.run_name("01_merge_methods", defaults | {"EXECUTOR": "ray", "RAY_ADDRESS": "auto"}) == "default"
+    assert notebooks.run_name("01_merge_methods", defaults | {"EXECUTOR": "ray", "LIMIT": 3}) != "default"
+    assert executors.from_params({"EXECUTOR": "ray", "RAY_ADDRESS": ""}) == {"executor": "ray", "ray_address": None}
+    with pytest.raises(ConfigError, match="executor must be one of"):
+        executors.from_params({"EXECUTOR": "slurm", "RAY_ADDRESS": ""})

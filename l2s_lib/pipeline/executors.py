@@ -38,6 +38,12 @@ def check_executor(executor: str) -> str:
     return executor
 
 
+def from_params(params: Mapping[str, Any]) -> dict[str, Any]:
+    """The grid arguments of a notebook's ``EXECUTOR`` and ``RAY_ADDRESS`` parameters ("" address: a Ray of
+    this machine, or the one already initialised)."""
+    return {"executor": check_executor(params["EXECUTOR"]), "ray_address": params["RAY_ADDRESS"] or None}
+
+
 def task_resources(kind: str, device: str, eval_kw: Mapping[str, Any], small: bool,
                    gpus_per_task: float | None = None) -> dict[str, float]:
     """The Ray resource request of one task: ``kind`` "merge" or "evaluate", on ``device`` (cpu / cuda[:i]).
