@@ -25,7 +25,7 @@ ARM_ENV = "L2S_TEST_KILL_DIR"
 def _kill_on_first_append():
     """Ray's worker_process_setup_hook: when the kill test has armed it (a folder holding ``armed``), the first
     generation-cache append of any worker writes ``killed`` (so no later attempt dies) and SIGKILLs its process
-    right after the sample reached the file."""
+    right after the sample reached the file. Every merge attempt is logged to ``merges.log``."""
     from l2s_lib.eval import cache
 
     original = cache.GenerationCache.append
@@ -38,6 +38,18 @@ def _kill_on_first_append():
             os.kill(os.getpid(), signal.SIGKILL)
 
     cache.GenerationCache.append = append
+
+    from l2s_lib.pipeline import grid as grid_mod
+
+    materialize = grid_mod.materialize
+
+    def counted(entry, *args, **kwargs):  # every attempt of a merge task, to count retries
+        if os.environ.get(ARM_ENV):
+            with open(Path(os.environ[ARM_ENV]) / "merges.log", "a") as f:
+                f.write(entry.label + "\n")
+        return materialize(entry, *args, **kwargs)
+
+    grid_mod.materialize = counted
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +119,8 @@ def test_ray_grid_fails_once_with_the_tasks_own_error(ray_cluster, tmp_path):
                       executor="ray")
     assert "no_such_model" in str(info.value)
     assert not isinstance(info.value, __import__("ray").exceptions.RayError), "the task's own error, unwrapped"
+    attempts = (ray_cluster / "merges.log").read_text().splitlines()
+    assert attempts.count("broken") == 1, attempts  # a Python exception is not retried
 
 
 def test_executor_choice_and_resources_are_checked():
