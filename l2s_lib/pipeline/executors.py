@@ -125,7 +125,8 @@ def run_ray(entries: Sequence, benchmarks: Sequence, device: str, eval_kw: Mappi
         raise ConfigError("the ray executor needs the backend by name ('hf' or 'vllm'), not a ready backend object")
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address or None, include_dashboard=False)
+        # A Ray of this run alone needs no dashboard; a cluster's is the cluster's business.
+        ray.init(address=address) if address else ray.init(include_dashboard=False)
     output_root = os.environ.get(paths.OUTPUT_ROOT_ENV)
     output_root = str(paths.output_root()) if output_root else None
     merge_remote = ray.remote(max_retries=MAX_RETRIES, retry_exceptions=False)(_merge_task)
@@ -158,7 +159,8 @@ def run_ray(entries: Sequence, benchmarks: Sequence, device: str, eval_kw: Mappi
             for b in benchmarks:
                 refs.append(eval_remote.options(**res).remote(folders[i], b, device, e.label, kw, output_root))
                 owner.append(i)
-        done = _gather(ray, refs, tqdm(total=len(refs), desc="evaluate (ray)", disable=not progress, unit="task"))
+        done = _gather(ray, refs, tqdm(total=len(refs), desc="evaluate (ray)", disable=not progress, unit="task"),
+                       also_cancel=list(merges.values()))
     finally:
         if started:
             ray.shutdown()
@@ -170,8 +172,9 @@ def run_ray(entries: Sequence, benchmarks: Sequence, device: str, eval_kw: Mappi
     return out
 
 
-def _gather(ray, refs: list, bar) -> list:
-    """The values of ``refs`` in order; on the first failed task, cancel the rest and raise its exception."""
+def _gather(ray, refs: list, bar, also_cancel: Sequence = ()) -> list:
+    """The values of ``refs`` in order; on the first failed task, cancel the rest (and the tasks of
+    ``also_cancel``, the merges, when still running) and raise its exception."""
     index = {ref: i for i, ref in enumerate(refs)}
     values: list = [None] * len(refs)
     pending = list(refs)
@@ -182,8 +185,8 @@ def _gather(ray, refs: list, bar) -> list:
                 try:
                     values[index[ref]] = ray.get(ref)
                 except ray.exceptions.RayError as exc:  # a task's exception, or a worker dead past its retries
-                    for other in pending:
-                        ray.cancel(other, force=True)
+                    for other in [*pending, *also_cancel]:
+                        ray.cancel(other, force=True)  # a finished task's cancel is a no-op
                     cause = getattr(exc, "cause", None)
                     if isinstance(exc, ray.exceptions.RayTaskError) and isinstance(cause, BaseException):
                         raise cause from None  # the task's own exception, as the local executor raises it
