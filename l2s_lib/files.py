@@ -8,9 +8,12 @@ one level up (``checkpoints.ShardedWriter`` writes a temporary folder and rename
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -46,3 +49,29 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 def atomic_write_json(path: str | os.PathLike, obj: Any, **dumps_kwargs: Any) -> Path:
     """Write ``obj`` as JSON (``json.dumps(obj, **dumps_kwargs)`` plus a newline) to ``path`` atomically."""
     return atomic_write_text(path, json.dumps(obj, **dumps_kwargs) + "\n")
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, fd: int | None = None) -> Iterator[int]:
+    """Hold an exclusive ``flock`` on ``path`` (created if missing) or on the open ``fd``; yields the fd.
+
+    The kernel drops the lock when its holder dies, so a killed worker never leaves a cache locked. A
+    filesystem without locks (some cluster filesystems refuse ``flock``) gets no lock rather than an error:
+    the write-then-rename and whole-line appends keep each entry complete there too, at the cost of work
+    done twice."""
+    import fcntl
+
+    own = fd is None
+    if own:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+                raise
+        yield fd
+    finally:
+        if own:
+            os.close(fd)  # closing the descriptor releases the lock

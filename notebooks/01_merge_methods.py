@@ -53,6 +53,8 @@ LIMIT = 0  # N problems of each benchmark, evenly spread over its levels; 0: all
 BACKEND = "hf"  # generation backend: hf or vllm
 DEVICE = "cpu"  # cpu or cuda
 BATCH_SIZE = 128  # generation batch size (hf backend)
+EXECUTOR = "local"  # where the grid runs: local (this machine) or ray (a Ray cluster: README, "Ray")
+RAY_ADDRESS = ""  # ray: auto (the cluster of `ray start`), host:port, or "" for a Ray on this machine only
 SEED = 0  # merge seed (DARE masks, calibration sampling)
 CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 

@@ -69,6 +69,8 @@ PROBE_MAX_NEW_TOKENS = 200  # self-correction probe: budget of each continuation
 BACKEND = "hf"  # generation backend: hf or vllm
 DEVICE = "cpu"  # cpu or cuda
 BATCH_SIZE = 128  # generation batch size (hf backend and probe)
+EXECUTOR = "local"  # where the grid runs: local (this machine) or ray (a Ray cluster: README, "Ray")
+RAY_ADDRESS = ""  # ray: auto (the cluster of `ray start`), host:port, or "" for a Ray on this machine only
 SEED = 0  # merge seed (DARE masks, calibration sampling) and the probe's planted errors
 CONFIG = "default"  # name of this run's results folder (set by `l2s run`)
 

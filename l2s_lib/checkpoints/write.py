@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import secrets
 import shutil
 from dataclasses import dataclass, field
@@ -84,7 +85,8 @@ class ShardedWriter:
         _sweep_stale_tmp(self.target)
         self.tmp = self.target.parent / f"{self.target.name}.tmp-{secrets.token_hex(4)}"
         self.tmp.mkdir()
-        (self.tmp / ".l2s-writer-pid").write_text(str(os.getpid()))
+        # The host too: on a filesystem shared by several nodes only a writer's own node can tell it is gone.
+        (self.tmp / ".l2s-writer-pid").write_text(f"{os.getpid()} {socket.gethostname()}")
         self._slots: dict[str, _Slot] = {}
         self._fds: dict[Path, int] = {}
         self._unwritten: dict[Path, int] = {}  # bytes of each open shard still to write
@@ -204,7 +206,12 @@ class ShardedWriter:
         if self._index is not None:
             self.write_json(INDEX_FILE, self._index)
         (self.tmp / ".l2s-writer-pid").unlink()
-        if self.target.exists():
+        if not self.overwrite:
+            try:  # atomic: of two writers of one target, exactly one renames its folder into place
+                self.tmp.rename(self.target)
+            except OSError as exc:
+                raise CheckpointError(f"{self.target} was created by another writer while this one ran") from exc
+        elif self.target.exists():
             # Replace in two renames so that the old output disappears only once the new one is complete.
             old = self.target.parent / f"{self.target.name}.tmp-old-{secrets.token_hex(4)}"
             self.target.rename(old)
@@ -238,10 +245,11 @@ def _sweep_stale_tmp(target: Path) -> None:
     for d in target.parent.glob(f"{target.name}.tmp-*"):
         pid_file = d / ".l2s-writer-pid"
         try:
-            pid = int(pid_file.read_text())
+            pid, _, host = pid_file.read_text().partition(" ")
+            pid = int(pid)
         except (OSError, ValueError):
             continue  # not ours, or being created right now: leave it
-        if not _pid_alive(pid):
+        if host in ("", socket.gethostname()) and not _pid_alive(pid):
             shutil.rmtree(d, ignore_errors=True)
 
 

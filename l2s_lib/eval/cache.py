@@ -21,7 +21,7 @@ import json
 import os
 from pathlib import Path
 
-from l2s_lib.files import atomic_write_json
+from l2s_lib.files import atomic_write_json, file_lock
 from l2s_lib.fingerprint import data_fingerprint
 
 
@@ -90,17 +90,12 @@ class GenerationCache:
         """Drop a half-written last line (a run killed mid-write) so appends start on a fresh line."""
         if not path.exists():
             return
-        with path.open("rb+") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            if size == 0:
-                return
-            f.seek(size - 1)
-            if f.read(1) == b"\n":
-                return
-            f.seek(0)
-            data = f.read()
-            f.truncate(data.rfind(b"\n") + 1)
+        fd = os.open(path, os.O_RDWR)
+        try:
+            with file_lock(path, fd):  # never cut a line another worker is writing right now
+                _cut_partial_line(fd)
+        finally:
+            os.close(fd)
 
     def load(self) -> dict[str, dict]:
         """Finished samples by ``sample_key(idx, sample)`` (the newest line of a key wins: a regenerated sample).
@@ -141,12 +136,31 @@ class GenerationCache:
 
     @staticmethod
     def _append(path: Path, record: dict) -> None:
+        """Append one whole line under the file's lock: workers sharing a cache file (Ray tasks, a retry beside
+        a slow first attempt) never interleave their lines, and a line cut by a killed writer is dropped
+        first, so the new one is not glued to it."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
+        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
+        try:
+            with file_lock(path, fd):
+                _cut_partial_line(fd)
+                view = memoryview(data)
+                while view:  # os.write may write less than asked (a signal, a full pipe of a network fs)
+                    view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
 
     def clear(self) -> None:
         """Delete this key's cache file."""
         for p in (self.path, self.key_path, self.grades_path):
             p.unlink(missing_ok=True)
+
+
+def _cut_partial_line(fd: int) -> None:
+    """Truncate the open file ``fd`` after its last newline (its caller holds the file's lock)."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    data = os.pread(fd, size, 0)
+    os.ftruncate(fd, data.rfind(b"\n") + 1)

@@ -18,6 +18,8 @@ from typing import Any
 import pandas as pd
 
 from l2s_lib import organisms, paths
+from l2s_lib.errors import CheckpointError
+from l2s_lib.files import file_lock
 from l2s_lib.fingerprint import data_fingerprint, model_fingerprint
 
 # The pipeline serves both worlds: the organism benchmarks and prompts are registered with eval here, in the
@@ -119,10 +121,21 @@ def materialize(entry: Entry, device: str = "cpu", progress: bool = False, cache
     out = root / f"{entry.config['merge_method']}-{merge_key(entry.config, device)}"
     if (out / "l2s_provenance.json").is_file():
         return out
-    if out.exists():  # a folder without provenance is not one the driver finished: redo it
-        shutil.rmtree(out)
     root.mkdir(parents=True, exist_ok=True)
-    return run_merge(dict(entry.config), out, device=device, overwrite=False, progress=progress)
+    # Workers of a grid (Ray tasks, a retried task beside a slow first attempt) may ask for the same merge at
+    # once: the lock makes one of them merge while the others wait and then find the finished folder. The
+    # driver's write-then-rename keeps the folder whole even where the filesystem has no locks.
+    with file_lock(root / f".{out.name}.lock"):
+        if (out / "l2s_provenance.json").is_file():
+            return out
+        if out.exists():  # a folder without provenance is not one the driver finished: redo it
+            shutil.rmtree(out)
+        try:
+            return run_merge(dict(entry.config), out, device=device, overwrite=False, progress=progress)
+        except CheckpointError:
+            if (out / "l2s_provenance.json").is_file():  # a writer without the lock finished it first
+                return out
+            raise
 
 
 @dataclass
@@ -168,13 +181,16 @@ def _default_workers(paths_: Sequence[Path], device: str, eval_kw: Mapping[str, 
 
 
 def evaluate(entries: Sequence[Entry], benchmarks: Sequence[str] | str, *, device: str = "cpu",
-             progress: bool = True, workers: int | None = None, **eval_kw) -> GridResult:
+             progress: bool = True, workers: int | None = None, executor: str = "local",
+             ray_address: str | None = None, gpus_per_task: float | None = None, **eval_kw) -> GridResult:
     """Evaluate every entry on ``benchmarks`` (``eval_kw`` go to ``l2s_lib.eval.evaluate``; an entry's own
     ``eval`` overrides win). Labels must be unique.
 
-    Merges are made first, in order; the evaluations then run in ``workers`` processes (default: one per CPU
-    core for small models on CPU, else one). Results do not depend on ``workers``: each evaluation is greedy
-    and independent, and the generation cache is one file per model and benchmark.
+    ``executor="local"``: merges are made first, in order; the evaluations then run in ``workers`` processes
+    (default: one per CPU core for small models on CPU, else one). ``executor="ray"``: every merge and every
+    (entry, benchmark) evaluation is a Ray task on the cluster at ``ray_address`` (``executors.run_ray``;
+    ``gpus_per_task`` overrides the GPU share of CUDA tasks). Results depend on neither: each evaluation is
+    greedy and independent, and the generation cache is one file per model and benchmark.
     """
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
@@ -182,10 +198,23 @@ def evaluate(entries: Sequence[Entry], benchmarks: Sequence[str] | str, *, devic
     from tqdm.auto import tqdm
     from transformers.utils import logging as hf_logging
 
+    from l2s_lib.pipeline import executors
+
     labels = [e.label for e in entries]
     dupes = sorted({x for x in labels if labels.count(x) > 1})
     if dupes:
         raise ValueError(f"entry labels must be unique; repeated: {dupes}")
+    if executors.check_executor(executor) == "ray":
+        if workers is not None:
+            raise ValueError("workers= is for the local executor; with ray the cluster's resources decide")
+        from l2s_lib.eval.runner import _parse_benchmarks
+
+        # Resolved here: a benchmark registered in this process only (a test's, a notebook's) reaches the workers.
+        outputs = executors.run_ray(list(entries), _parse_benchmarks(benchmarks), device, eval_kw,
+                                    address=ray_address or None, gpus_per_task=gpus_per_task, progress=progress)
+        return _result(entries, outputs)
+    if gpus_per_task is not None:
+        raise ValueError("gpus_per_task= is for the ray executor")
     # One bar per phase: the per-model bars of merges, calibration passes and transformers' weight loading
     # would bury a notebook's output.
     hf_bars = hf_logging.is_progress_bar_enabled()
@@ -212,6 +241,11 @@ def evaluate(entries: Sequence[Entry], benchmarks: Sequence[str] | str, *, devic
     finally:
         if hf_bars:
             hf_logging.enable_progress_bar()
+    return _result(entries, outputs)
+
+
+def _result(entries: Sequence[Entry], outputs: Sequence) -> GridResult:
+    """The grid's result from each entry's ``(summary, records)``, with its role, method and meta as columns."""
     summaries, records = [], []
     for entry, (summary, recs) in zip(entries, outputs):
         extra = {"role": entry.role, "method": entry.method} | dict(entry.meta)

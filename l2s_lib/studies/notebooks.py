@@ -22,6 +22,9 @@ from l2s_lib import paths
 from l2s_lib.errors import ConfigError
 
 DEFAULT_CONFIG = "default"
+#: Parameters that say where a run executes, not what it computes (the grid's results do not depend on them:
+#: tests/test_pipeline_ray.py), so changing them keeps the run's folder.
+EXECUTION_ONLY = ("EXECUTOR", "RAY_ADDRESS")
 
 
 def list_studies() -> list[str]:
@@ -128,7 +131,8 @@ def run_name(study: str, params: dict[str, Any]) -> str:
     if not is_reserved(study, config):
         return config
     expected = notebook_parameters(study) | load_params(study, config)
-    changed = {k: v for k, v in sorted(params.items()) if k != "CONFIG" and k in expected and v != expected[k]}
+    changed = {k: v for k, v in sorted(params.items())
+               if k not in ("CONFIG", *EXECUTION_ONLY) and k in expected and v != expected[k]}
     if not changed:
         return config
     digest = hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:8]

@@ -21,7 +21,7 @@ from l2s_lib.report import tables as report_tables
 from l2s_lib.checkpoints import parameter_count
 from l2s_lib.errors import ConfigError
 from l2s_lib.report.figures import set_style
-from l2s_lib.pipeline import catalog, grid
+from l2s_lib.pipeline import catalog, executors, grid
 from l2s_lib.studies import folder
 
 #: The paper's model sizes in billions of parameters, by the scale keys of ``catalog.SCALES``.
@@ -191,7 +191,8 @@ def compute(params: Mapping[str, Any]) -> list[Path]:
     out = folder.of(STUDY, p)
     pairs = ladder_pairs(p["SIZES"], p["SYSTEM1"], p["SYSTEM2"], p["CALIBRATION"], p["SCALE"])
     mapping = dict(p["SCALE_OF_SIZE"]) | ({p["SCALE"]: p["SCALE"]} if p["SYSTEM1"] else {})
-    eval_kw = dict(device=p["DEVICE"], backend=p["BACKEND"], batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None)
+    eval_kw = dict(device=p["DEVICE"], backend=p["BACKEND"], batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None,
+                   **executors.from_params(p))
     summary = run_ladder(pairs, p["METHODS"], mapping, p["BENCHMARKS"], seed=p["SEED"],
                          system1_eval=catalog.decoding(p["S1_PROMPT"], p["S1_MAX_NEW_TOKENS"]),
                          system2_eval=catalog.decoding(p["PROMPT"], p["MAX_NEW_TOKENS"]), **eval_kw)

@@ -19,7 +19,7 @@ import pandas as pd
 
 from l2s_lib.report.figures import ROLE_COLORS, set_style
 from l2s_lib import show
-from l2s_lib.pipeline import catalog, grid
+from l2s_lib.pipeline import catalog, executors, grid
 from l2s_lib.report import claims
 from l2s_lib.report import tables as report_tables
 from l2s_lib.studies import folder
@@ -191,7 +191,8 @@ def compute(params: Mapping[str, Any]) -> list[Path]:
               + calibration_sweep(pair, p["CALIBRATION_SIDES"], p["CALIBRATION_NS"], scale, seed, **dec))
     entries = catalog.pair_entries(pair, catalog.decoding(p["S1_PROMPT"], p["S1_MAX_NEW_TOKENS"]), dec)[:2] + sweeps
     run = grid.evaluate(entries, p["BENCHMARKS"], device=p["DEVICE"], backend=p["BACKEND"],
-                        batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None)
+                        batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None,
+                        **executors.from_params(p))
     avg = report_tables.average_table(run.summary, system2=pair.label2, models=run.labels())
     return [folder.write(out, run.summary, "summary", p), folder.write(out, avg, "average", p),
             folder.write(out, sweep_table(avg, sweeps), "sweep", p),
