@@ -50,7 +50,7 @@ def test_paper_tables_are_tidy():
     t1 = paper.per_benchmark("7B")
     assert set(t1["role"]) == {"system1", "system2", "dpo", "merge"}
     assert t1["benchmark_key"].notna().all()
-    ta = t1[t1.method_key == "task_arithmetic"]
+    ta = t1[t1.method == "Task Arithmetic"]
     assert len(ta) == 6
     hp = paper.hyperparameters()
     ties7 = hp[(hp.method == "Ties-Merging") & (hp.scale == "7B")].set_index("param")["value"]
