@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -13,19 +14,25 @@ import urllib.request
 import pytest
 
 from l2s_lib import paths
+from l2s_lib.studies import registry
 
 from .conftest import free_port, local_page
 
 pytestmark = [pytest.mark.slow, pytest.mark.browser]
 
 #: The quickest study (no generation); its figure, tables and verdict are what every notebook shows.
-NOTEBOOK = "notebooks/06_task_vectors.ipynb"
+STUDY = "06_task_vectors"
+NOTEBOOK = f"notebooks/{STUDY}.ipynb"
 
 
 @pytest.fixture
 def lab(tmp_path):
     """JupyterLab on a free 127.0.0.1 port over the repository, autosave off, the app exposed for commands."""
     port, token = free_port(), secrets.token_hex(16)
+    # The tests write under their own output root (tests/conftest.py), which the server's kernels inherit: give
+    # the notebook its declared input there (notebook 06 reads notebook 01's committed results).
+    for study in registry.module(STUDY).INPUTS:
+        shutil.copytree(paths.ROOT / "data" / "results" / study, paths.results_dir() / study, dirs_exist_ok=True)
     settings = tmp_path / "settings" / "@jupyterlab" / "docmanager-extension"
     settings.mkdir(parents=True)
     # Autosave off: the test asserts that opening and running leave the file as committed.
@@ -82,17 +89,28 @@ def test_run_all_shows_figure_tables_and_verdict_and_leaves_the_file_unchanged(b
 
     page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
     # Done when every code cell has an execution count and the kernel is idle again.
-    page.wait_for_function(
-        """() => {
-            const nb = window.jupyterapp.shell.currentWidget;
-            const cells = nb.content.model.cells;
-            let all = true;
-            for (let i = 0; i < cells.length; i++) {
-                const c = cells.get(i);
-                if (c.type === 'code' && !c.executionCount) all = false;
-            }
-            return all && nb.sessionContext.session.kernel.status === 'idle';
-        }""", timeout=300_000, polling=1000)
+    try:
+        page.wait_for_function(
+            """() => {
+                const nb = window.jupyterapp.shell.currentWidget;
+                const cells = nb.content.model.cells;
+                let all = true;
+                for (let i = 0; i < cells.length; i++) {
+                    const c = cells.get(i);
+                    if (c.type === 'code' && !c.executionCount) all = false;
+                }
+                return all && nb.sessionContext.session.kernel.status === 'idle';
+            }""", timeout=300_000, polling=1000)
+    except Exception:
+        # Say which cells did not run (and what the last one printed) instead of a bare time-out.
+        page.screenshot(path=str(screenshots / "lab_run_all_timeout.png"), full_page=True)
+        state = page.evaluate("""() => {
+            const nb = window.jupyterapp.shell.currentWidget; const cells = nb.content.model.cells; const out = [];
+            for (let i = 0; i < cells.length; i++) { const c = cells.get(i);
+                if (c.type === 'code') out.push([i, c.executionCount, c.outputs.length ?
+                    (c.outputs.get(c.outputs.length - 1).toJSON().evalue || JSON.stringify(c.outputs.get(c.outputs.length - 1).toJSON()).slice(0, 300)) : '']); }
+            return [nb.sessionContext.session.kernel.status, out]; }""")
+        raise AssertionError(f"run-all did not finish: kernel {state[0]}, cells {state[1]}")
     page.screenshot(path=str(screenshots / "lab_run_all.png"), full_page=True)
     errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.error']")
     assert errors.count() == 0, errors.first.inner_text()
