@@ -27,8 +27,7 @@
 #
 # - **Default run** (organisms, CPU): the shipped organism pair, difficulty levels 1-5 of `org_levels` (the
 #   MATH500 analogue) and the three organism benchmarks. The merges are notebook 01's entries (same settings,
-#   same generation cache): about 15 s after notebook 01 on 2 CPU cores; cold (no caches, merges and
-#   generations made here) 4.5 minutes measured on a heavily loaded 2-core machine.
+#   same generation cache). Runtime: 20 s after notebook 01 (measured 2026-12-01 on the project's 2-core CPU machine, cold caches, run in `make notebooks` order).
 # - **Paper scale** (GPU, vLLM): `l2s run 03_adaptive_length paper_7b` (also `paper_1p5b`, `paper_14b`,
 #   `paper_32b`), which executes this notebook with `notebooks/params/03_adaptive_length/paper_7b.yaml`
 #   (levels of MATH500).

@@ -31,8 +31,8 @@
 # solutions with no fixed first pass to corrupt, so for them the probe is skipped with a printed reason.
 #
 # - **Default run** (organisms, CPU): the shipped organism pair and notebook 01's merges (same settings, same
-#   generation cache), 10 probe problems per level: about 15-25 s after notebook 01 on 2 CPU cores; cold, about
-#   2.5 minutes on a heavily loaded 2-core machine after notebook 03 (the probe's generations are cached too).
+#   generation cache), 10 probe problems per level. Runtime: 30 s after notebook 01 (measured 2026-12-01 on the project's 2-core CPU machine, cold caches, run in `make notebooks` order; the probe's
+#   generations are cached too).
 # - **Paper scale** (GPU, vLLM): `l2s run 04_self_critique paper_7b` (also `paper_1p5b`, `paper_14b`,
 #   `paper_32b`), which executes this notebook with `notebooks/params/04_self_critique/paper_7b.yaml`.
 

