@@ -27,10 +27,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from l2s_lib import show
-from l2s_lib.pipeline import catalog, executors, grid
 from l2s_lib.report import claims, paper, plots
 from l2s_lib.report import tables as report_tables
-from l2s_lib.studies import folder
+from l2s_lib.studies import comparison, folder
 from l2s_lib.report.figures import ROLE_COLORS, set_style
 
 
@@ -324,12 +323,7 @@ def compute(params: Mapping[str, Any]) -> list[Path]:
     ``benchmark_correlations``, ``paper_benchmark_correlations``, ``length_change_by_level`` and ``settings``."""
     p = dict(params)
     out = folder.of(STUDY, p)
-    pair = catalog.resolve_pair(p["SIZE"], p["SYSTEM1"], p["SYSTEM2"], p["DPO"], p["CALIBRATION"])
-    entries = catalog.comparison_entries(pair, p["METHODS"], p["SCALE"], p["SEED"], p["S1_PROMPT"],
-                                         p["S1_MAX_NEW_TOKENS"], p["PROMPT"], p["MAX_NEW_TOKENS"])
-    run = grid.evaluate(entries, p["BENCHMARKS"], device=p["DEVICE"], backend=p["BACKEND"],
-                        batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None,
-                        **executors.from_params(p))
+    pair, entries, run = comparison.evaluate(p)
     bench = p["LEVEL_BENCHMARK"]
     levels = level_lengths(run.summary, bench, run.labels())
     ours = benchmark_lengths(report_tables.overall(run.summary), run.labels(), order=mean_level_order(run.summary))

@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from l2s_lib import show
-from l2s_lib.pipeline import catalog, executors, grid
 from l2s_lib.report import claims, paper, plots, tables as report_tables
-from l2s_lib.studies import folder
+from l2s_lib.studies import comparison, folder
 
 STUDY = "01_merge_methods"
 INPUTS: tuple[str, ...] = ()
@@ -33,12 +32,7 @@ def compute(params: Mapping[str, Any]) -> list[Path]:
     """Evaluate the Table 1 grid of ``params`` (the notebook's parameters) and write its result files."""
     p = dict(params)
     out = folder.of(STUDY, p)
-    pair = catalog.resolve_pair(p["SIZE"], p["SYSTEM1"], p["SYSTEM2"], p["DPO"], p["CALIBRATION"])
-    entries = catalog.comparison_entries(pair, p["METHODS"], p["SCALE"], p["SEED"], p["S1_PROMPT"],
-                                         p["S1_MAX_NEW_TOKENS"], p["PROMPT"], p["MAX_NEW_TOKENS"])
-    run = grid.evaluate(entries, p["BENCHMARKS"], device=p["DEVICE"], backend=p["BACKEND"],
-                        batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None,
-                        **executors.from_params(p))
+    pair, entries, run = comparison.evaluate(p)
     avg = report_tables.average_table(run.summary, system2=pair.label2, models=run.labels())
     return [
         folder.write(out, run.summary, "summary", p),

@@ -30,8 +30,8 @@ from l2s_lib import metrics, paths, show
 from l2s_lib.files import atomic_write_text
 from l2s_lib.report import claims, paper, plots
 from l2s_lib.report.figures import set_style
-from l2s_lib.pipeline import catalog, executors, grid
-from l2s_lib.studies import folder
+from l2s_lib.pipeline import grid
+from l2s_lib.studies import comparison, folder
 from l2s_lib.studies.adaptive_length import model_colors
 
 #: Columns of the probe's per-problem rows.
@@ -367,12 +367,7 @@ def compute(params: Mapping[str, Any]) -> list[Path]:
     ``correction_probe_rows`` (without the continuations) and ``settings`` (with why the probe was skipped)."""
     p = dict(params)
     out = folder.of(STUDY, p)
-    pair = catalog.resolve_pair(p["SIZE"], p["SYSTEM1"], p["SYSTEM2"], p["DPO"], p["CALIBRATION"])
-    entries = catalog.comparison_entries(pair, p["METHODS"], p["SCALE"], p["SEED"], p["S1_PROMPT"],
-                                         p["S1_MAX_NEW_TOKENS"], p["PROMPT"], p["MAX_NEW_TOKENS"])
-    run = grid.evaluate(entries, p["BENCHMARKS"], device=p["DEVICE"], backend=p["BACKEND"],
-                        batch_size=p["BATCH_SIZE"], limit=p["LIMIT"] or None,
-                        **executors.from_params(p))
+    pair, entries, run = comparison.evaluate(p)
     probe = correction_probe(entries, pair.world, p["LEVEL_BENCHMARK"], p["PROBE_PER_LEVEL"],
                              p["PROBE_MAX_NEW_TOKENS"], p["BATCH_SIZE"], p["DEVICE"])
     return [folder.write(out, run.summary, "summary", p),
